@@ -1,0 +1,185 @@
+"""Audio in and out: any file, bytes or array -> mono float32 at 16 kHz; WAV and base64 WAV out.
+
+torchaudio 2.9+ has no I/O of its own, so reading and writing go through soundfile
+(WAV, FLAC, OGG, MP3 with libsndfile >= 1.1). Resampling is polyphase (scipy).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import os
+from math import gcd
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import soundfile as sf
+from scipy.signal import resample_poly
+
+from vc.errors import AudioError
+
+SAMPLE_RATE = 16_000
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au")
+# Below this peak a clip carries no usable signal (about -80 dBFS).
+SILENCE_PEAK = 1e-4
+
+AudioInput = Union[str, os.PathLike, bytes, np.ndarray, "tuple[np.ndarray, int]"]
+
+
+def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """Polyphase resampling of a 1-D float array from ``orig_sr`` to ``target_sr`` Hz."""
+    if orig_sr == target_sr:
+        return wav
+    g = gcd(int(orig_sr), int(target_sr))
+    return resample_poly(wav, target_sr // g, orig_sr // g).astype(np.float32)
+
+
+def _to_mono(data: np.ndarray) -> np.ndarray:
+    """(T,) or (T, C) -> (T,) by averaging channels."""
+    data = np.asarray(data, dtype=np.float32)
+    if data.ndim == 2:
+        # soundfile gives (frames, channels); arrays from users may come (channels, frames)
+        if data.shape[0] < data.shape[1] and data.shape[0] <= 8:
+            data = data.T
+        data = data.mean(axis=1)
+    if data.ndim != 1:
+        raise AudioError(f"expected mono or (frames, channels) audio, got an array of shape {data.shape}")
+    return data
+
+
+def describe(src: AudioInput) -> str:
+    """A short name for an audio input, for error messages."""
+    if isinstance(src, (str, os.PathLike)):
+        return str(src)
+    if isinstance(src, bytes):
+        return f"<{len(src)} bytes>"
+    if isinstance(src, tuple):
+        return f"<array of {len(src[0])} samples at {src[1]} Hz>"
+    return f"<array of shape {getattr(src, 'shape', '?')}>"
+
+
+def load_audio(
+    src: AudioInput,
+    sample_rate: int = SAMPLE_RATE,
+    *,
+    name: str | None = None,
+    check: bool = True,
+    min_seconds: float = 0.0,
+) -> np.ndarray:
+    """Read ``src`` and return mono float32 samples at ``sample_rate`` Hz, shape (T,).
+
+    ``src`` is a path, the bytes of an audio file, an ``(array, sr)`` tuple, or a bare
+    array already at ``sample_rate``. Stereo is averaged to mono; other rates are
+    resampled. With ``check``, empty, NaN/Inf and silent audio raise :class:`AudioError`
+    naming the input (``name`` overrides how it is named).
+    """
+    label = name or describe(src)
+    if isinstance(src, (str, os.PathLike)):
+        path = Path(src)
+        if not path.exists():
+            raise AudioError(f"{label}: no such file. Check the path (relative paths are relative to where you ran the command).")
+        if path.is_dir():
+            raise AudioError(f"{label}: is a folder, not an audio file.")
+        try:
+            data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        except Exception as err:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
+            raise AudioError(
+                f"{label}: not a readable audio file ({err}). Use WAV, FLAC, OGG or MP3, "
+                "or convert it first (e.g. `ffmpeg -i in.m4a out.wav`)."
+            ) from None
+    elif isinstance(src, (bytes, bytearray)):
+        if len(src) == 0:
+            raise AudioError(f"{label}: empty audio (0 bytes).")
+        try:
+            data, sr = sf.read(io.BytesIO(bytes(src)), dtype="float32", always_2d=True)
+        except Exception as err:
+            raise AudioError(f"{label}: the bytes are not a readable audio file ({err}). Send WAV, FLAC, OGG or MP3.") from None
+    elif isinstance(src, tuple):
+        data, sr = src
+    else:
+        data, sr = src, sample_rate
+    wav = resample(_to_mono(data), int(sr), sample_rate)
+    if check:
+        check_audio(wav, label, sample_rate=sample_rate, min_seconds=min_seconds)
+    return np.ascontiguousarray(wav, dtype=np.float32)
+
+
+def check_audio(wav: np.ndarray, name: str, *, sample_rate: int = SAMPLE_RATE, min_seconds: float = 0.0) -> None:
+    """Raise :class:`AudioError` for empty, too short, NaN/Inf or silent audio."""
+    if wav.size == 0:
+        raise AudioError(f"{name}: empty audio (0 samples). Record or select a clip with speech in it.")
+    if not np.all(np.isfinite(wav)):
+        raise AudioError(f"{name}: contains NaN or Inf samples. Re-export the file; it is corrupt.")
+    if wav.size < min_seconds * sample_rate:
+        raise AudioError(
+            f"{name}: {wav.size / sample_rate:.3f} s is too short; at least {min_seconds:.2f} s is needed."
+        )
+    if np.abs(wav).max() < SILENCE_PEAK:
+        raise AudioError(f"{name}: the audio is silent (peak below {SILENCE_PEAK:g}). Use a clip with speech in it.")
+
+
+def write_wav(path: str | os.PathLike, wav: np.ndarray, sample_rate: int = SAMPLE_RATE, subtype: str = "PCM_16") -> Path:
+    """Write mono float audio to a WAV file atomically (write to a temp name, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    sf.write(str(tmp), np.clip(np.asarray(wav, dtype=np.float32), -1.0, 1.0), sample_rate, subtype=subtype, format="WAV")
+    os.replace(tmp, path)
+    return path
+
+
+def wav_bytes(wav: np.ndarray, sample_rate: int = SAMPLE_RATE, subtype: str = "PCM_16") -> bytes:
+    """Encode mono float audio as the bytes of a WAV file."""
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(np.asarray(wav, dtype=np.float32), -1.0, 1.0), sample_rate, subtype=subtype, format="WAV")
+    return buf.getvalue()
+
+
+def wav_to_b64(wav: np.ndarray, sample_rate: int = SAMPLE_RATE) -> str:
+    """Mono float audio -> base64 text of a 16-bit WAV file (the endpoint's ``wav_b64``)."""
+    return base64.b64encode(wav_bytes(wav, sample_rate)).decode("ascii")
+
+
+def b64_to_bytes(text: str, field: str) -> bytes:
+    """Decode base64 text from a request field; a clear :class:`AudioError` if it is not base64."""
+    if not isinstance(text, str) or not text:
+        raise AudioError(f"'{field}' must be a non-empty base64 string of an audio file.")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (ValueError, TypeError) as err:
+        raise AudioError(f"'{field}' is not valid base64 ({err}). Encode the audio file's bytes with base64.") from None
+
+
+def content_hash(data: bytes | np.ndarray, *extra: str) -> str:
+    """SHA-256 hex digest of file bytes or an array, plus any settings that change the result."""
+    h = hashlib.sha256()
+    if isinstance(data, np.ndarray):
+        arr = np.ascontiguousarray(data)
+        h.update(str(arr.dtype).encode() + str(arr.shape).encode())
+        h.update(arr.tobytes())
+    else:
+        h.update(data)
+    for e in extra:
+        h.update(b"\0" + e.encode())
+    return h.hexdigest()
+
+
+def file_hash(path: str | os.PathLike, *extra: str) -> str:
+    """SHA-256 of a file's bytes plus settings, read in blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    for e in extra:
+        h.update(b"\0" + e.encode())
+    return h.hexdigest()
+
+
+def find_audio_files(root: str | os.PathLike) -> list[Path]:
+    """All audio files below ``root`` (recursive), sorted; ``root`` itself if it is a file."""
+    root = Path(root)
+    if root.is_file():
+        return [root]
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
