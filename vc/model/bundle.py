@@ -1,0 +1,160 @@
+"""The bundle: one folder with everything conversion needs, loadable offline.
+
+    bundle/
+      speecht5/         SpeechT5ForSpeechToSpeech (config + safetensors) + feature extractor
+      vocoder/          SpeechT5HifiGan
+      speaker_encoder/  SpeechBrain x-vector model (hyperparams.yaml + weights)
+      default_speaker.npy   the training target speaker's average x-vector (512,), if known
+      vc.yaml           audio and generation settings, speaker names, the training config
+
+``infer.py ckpt=BUNDLE``, ``eval.py``, the HTTP endpoint and SageMaker's model.tar.gz use it.
+Turn a Lightning checkpoint into a bundle with ``python -m vc.model.bundle CKPT OUT_DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from vc.errors import ConfigError, MissingModelError, VCError
+
+BUNDLE_FILE = "vc.yaml"
+
+
+def is_bundle(path: str | os.PathLike) -> bool:
+    """True if ``path`` is a bundle folder."""
+    return (Path(path) / BUNDLE_FILE).is_file()
+
+
+def _copy_speaker_encoder(source: str, dest: Path) -> None:
+    """Copy a SpeechBrain model folder (local, or the hub snapshot) into the bundle, links resolved."""
+    src = Path(source)
+    if not src.is_dir():
+        try:
+            from huggingface_hub import snapshot_download
+
+            src = Path(snapshot_download(source))
+        except Exception as err:
+            raise MissingModelError("speaker encoder", source, "data.speaker.source", err) from None
+    shutil.copytree(src, dest, symlinks=False, ignore=shutil.ignore_patterns(".cache", ".git*"))
+
+
+def export_bundle(
+    module,
+    out_dir: str | os.PathLike,
+    *,
+    speaker_source: str | None = None,
+    default_speaker: np.ndarray | None = None,
+    src_spk: str | None = None,
+    tgt_spk: str | None = None,
+    train_config: Mapping | None = None,
+) -> Path:
+    """Write a bundle for a trained :class:`~vc.model.module.VCLitModule` into ``out_dir``.
+
+    The folder is built under a temporary name and renamed, so a bundle is complete or absent.
+    Returns the bundle path.
+    """
+    from vc.data.features import make_feature_extractor
+    from vc.model.pretrained import load_vocoder
+
+    hp = module.hparams
+    out = Path(out_dir)
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    module.model.config.use_cache = True  # generation wants the cache back on
+    module.model.save_pretrained(tmp / "speecht5")
+    make_feature_extractor(hp.audio).save_pretrained(tmp / "speecht5")
+    load_vocoder(hp.vocoder).save_pretrained(tmp / "vocoder")
+    _copy_speaker_encoder(speaker_source or hp.speaker_encoder, tmp / "speaker_encoder")
+    if default_speaker is not None:
+        np.save(tmp / "default_speaker.npy", np.asarray(default_speaker, dtype=np.float32))
+    settings = {
+        "audio": dict(hp.audio),
+        "generation": dict(hp.generation),
+        "src_spk": src_spk,
+        "tgt_spk": tgt_spk,
+        "pretrained": hp.pretrained,
+        "vocoder": hp.vocoder,
+        "speaker_encoder": speaker_source or hp.speaker_encoder,
+        "train_config": dict(train_config) if train_config else None,
+    }
+    OmegaConf.save(OmegaConf.create(settings), tmp / BUNDLE_FILE)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle: the parts as objects plus its settings."""
+
+    model: object
+    feature_extractor: object
+    vocoder: object
+    speaker_encoder_dir: Path
+    default_speaker: np.ndarray | None
+    settings: dict
+    path: Path
+
+
+def load_bundle(path: str | os.PathLike) -> Bundle:
+    """Load every part of a bundle folder offline."""
+    from vc.model.pretrained import load_feature_extractor, load_speecht5, load_vocoder
+
+    path = Path(path)
+    if not is_bundle(path):
+        raise ConfigError(f"{path}: not a bundle folder (no {BUNDLE_FILE}). Export one with `python -m vc.model.bundle CKPT OUT`.")
+    settings = OmegaConf.to_container(OmegaConf.load(path / BUNDLE_FILE), resolve=True)
+    default = path / "default_speaker.npy"
+    return Bundle(
+        model=load_speecht5(str(path / "speecht5")),
+        feature_extractor=load_feature_extractor(str(path / "speecht5")),
+        vocoder=load_vocoder(str(path / "vocoder")),
+        speaker_encoder_dir=path / "speaker_encoder",
+        default_speaker=np.load(default) if default.exists() else None,
+        settings=settings,
+        path=path,
+    )
+
+
+def checkpoint_to_bundle(ckpt: str | os.PathLike, out_dir: str | os.PathLike, **kwargs) -> Path:
+    """Load a Lightning ``.ckpt`` (no Hydra needed) and export it as a bundle."""
+    from vc.model.module import VCLitModule
+
+    if not Path(ckpt).is_file():
+        raise ConfigError(f"{ckpt}: no such checkpoint file.")
+    module = VCLitModule.load_from_checkpoint(str(ckpt), map_location="cpu")
+    return export_bundle(module, out_dir, **kwargs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m vc.model.bundle", description="Turn a Lightning checkpoint (.ckpt) into a bundle folder."
+    )
+    parser.add_argument("ckpt", help="the .ckpt file (e.g. outputs/train/runs/<time>/checkpoints/last.ckpt)")
+    parser.add_argument("out", help="the bundle folder to write")
+    parser.add_argument("--speaker-source", default=None, help="SpeechBrain x-vector model to include (default: as trained)")
+    parser.add_argument("--default-speaker", default=None, help=".npy x-vector used when no reference is given")
+    args = parser.parse_args(argv)
+    try:
+        default = np.load(args.default_speaker) if args.default_speaker else None
+        out = checkpoint_to_bundle(args.ckpt, args.out, speaker_source=args.speaker_source, default_speaker=default)
+    except VCError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"bundle written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

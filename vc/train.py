@@ -1,0 +1,120 @@
+"""run(cfg): build datamodule, model, trainer, callbacks and loggers from the config; fit; export."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from vc.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# what users type -> Lightning's precision names
+PRECISION_ALIASES = {
+    "32": "32-true", "fp32": "32-true", "float32": "32-true",
+    "16": "16-mixed", "fp16": "16-mixed", "float16": "16-mixed",
+    "bf16": "bf16-mixed", "bfloat16": "bf16-mixed",
+}
+
+
+def normalize_precision(value) -> str:
+    """``bf16`` -> ``bf16-mixed``, ``32`` -> ``32-true``...; Lightning's own names pass through."""
+    return PRECISION_ALIASES.get(str(value), str(value))
+
+
+def resolve_ckpt_path(ckpt_path: str | None, checkpoint_dir: str | Path) -> str | None:
+    """``last`` -> the newest ``.ckpt`` in ``checkpoint_dir`` (last.ckpt, on_exception.ckpt or a step one).
+
+    Returns None (a fresh start, with a warning) when ``last`` finds none; a missing explicit
+    path is an error.
+    """
+    if not ckpt_path:
+        return None
+    if str(ckpt_path) == "last":
+        found = sorted(Path(checkpoint_dir).glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+        if not found:
+            log.warning("ckpt_path=last: no checkpoint in %s yet, starting from scratch", checkpoint_dir)
+            return None
+        log.info("resuming from %s", found[-1])
+        return str(found[-1])
+    if not Path(ckpt_path).is_file():
+        raise ConfigError(f"ckpt_path={ckpt_path}: no such checkpoint file. Use a .ckpt path or ckpt_path=last.")
+    return str(ckpt_path)
+
+
+def _instantiate_dict(cfg: DictConfig | None) -> list:
+    return [instantiate(c) for c in (cfg or {}).values() if c is not None and "_target_" in c]
+
+
+def build(cfg: DictConfig):
+    """Instantiate (datamodule, module, trainer) from a composed config."""
+    if cfg.get("tiny_models"):
+        from vc.model.tiny import build_tiny_models
+
+        build_tiny_models(cfg.tiny_models)
+    with open_dict(cfg):
+        cfg.trainer.precision = normalize_precision(cfg.trainer.precision)
+    module = instantiate(cfg.model, _convert_="object")
+    datamodule = instantiate(cfg.data, reduction_factor=module.reduction_factor, _convert_="object")
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, callbacks=_instantiate_dict(cfg.get("callbacks")), logger=_instantiate_dict(cfg.get("logger")) or False
+    )
+    return datamodule, module, trainer
+
+
+def run(cfg: DictConfig) -> float | None:
+    """Train as configured and return the final value of ``cfg.optimized_metric`` (for sweeps)."""
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule, module, trainer = build(cfg)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    ckpt = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.checkpoint_dir)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+    if trainer.is_global_zero:
+        log.info("data:\n%s", datamodule.report)
+    if cfg.get("export") and trainer.is_global_zero and not trainer.fast_dev_run:
+        export(cfg, trainer, module, datamodule)
+    metric = trainer.callback_metrics.get(cfg.get("optimized_metric"))
+    return float(metric) if metric is not None else None
+
+
+def export(cfg: DictConfig, trainer: pl.Trainer, module, datamodule) -> Path:
+    """Write the bundle from the best (or last) checkpoint into ``paths.bundle_dir``."""
+    from vc.model.bundle import export_bundle
+    from vc.model.module import VCLitModule
+
+    ckpt_cb = trainer.checkpoint_callback
+    choice = cfg.export
+    path = getattr(ckpt_cb, "best_model_path", "") if choice == "best" else ""
+    path = path or getattr(ckpt_cb, "last_model_path", "")
+    if path and Path(path).is_file():
+        log.info("exporting %s checkpoint %s", choice, path)
+        module = VCLitModule.load_from_checkpoint(path, map_location="cpu")
+    else:
+        log.info("exporting the in-memory model (no checkpoint was written)")
+    default_speaker = _average_target_xvector(datamodule)
+    out = export_bundle(
+        module.cpu(),
+        cfg.paths.bundle_dir,
+        speaker_source=cfg.data.speaker.source,
+        default_speaker=default_speaker,
+        src_spk=cfg.data.get("src_spk"),
+        tgt_spk=cfg.data.get("tgt_spk"),
+        train_config=OmegaConf.to_container(cfg, resolve=True),
+    )
+    log.info("bundle written to %s", out)
+    return out
+
+
+def _average_target_xvector(datamodule) -> np.ndarray | None:
+    ds = datamodule.datasets.get("train")
+    if ds is None or len(ds) == 0:
+        return None
+    vecs = np.stack([ds.embeddings[u] for u in ds.utt_ids])
+    mean = vecs.mean(0)
+    return mean / max(np.linalg.norm(mean), 1e-12)
