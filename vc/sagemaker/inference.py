@@ -1,0 +1,217 @@
+"""The inference handler: SageMaker's model_fn / input_fn / predict_fn / output_fn, and the local endpoint's.
+
+Contract (JSON in, JSON out)::
+
+    request   {"src_wav_b64": "<base64 audio file>",        any format, rate and channel count
+               "ref_wav_b64": "<base64 audio file>",        optional: the bundle's default speaker
+               "parameters": {"threshold": 0.5, "maxlenratio": 10}}   optional generation settings
+    response  {"wav_b64": "<base64 16-bit WAV, mono 16 kHz>", "sample_rate": 16000, "seconds": 2.3}
+    error     {"error": "<what is wrong and how to fix it>"} with HTTP 400 (413 too large, 415 not JSON)
+
+In a model.tar.gz this file is ``code/inference.py`` and the vc package sits beside it in
+``code/vc``. The Hugging Face inference container answers every exception of these functions
+with HTTP 400 and its message; the local endpoint (vc.serve) maps :class:`RequestError` to its
+status and batches requests through :func:`predict_batch`.
+
+Environment: ``VC_MAX_REQUEST_MB`` (request size limit, default 5), ``VC_DEVICE`` and
+``VC_DTYPE`` (passed to ``VoiceConverter.from_pretrained``, default auto).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vc.audio import SAMPLE_RATE, b64_to_bytes, load_audio, wav_to_b64
+from vc.errors import VCError
+
+log = logging.getLogger(__name__)
+
+JSON = "application/json"
+DEFAULT_MAX_REQUEST_MB = 5.0
+# what a request may ask of generation; maxlenratio's bound caps the work one request can cause
+# (a threshold above the sum of a step's stop probabilities just runs to that length limit)
+GENERATION_LIMITS = {"threshold": (0.0, 10.0), "minlenratio": (0.0, 10.0), "maxlenratio": (0.5, 20.0)}
+# a source this short gives no speech to convert; a reference this short gives no usable x-vector
+MIN_SRC_SECONDS = 0.1
+MIN_REF_SECONDS = 0.25
+
+
+class RequestError(VCError):
+    """A request the endpoint cannot take; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class ConversionRequest:
+    """A decoded request: ``src`` and ``ref`` as (T,) float32 mono at 16 kHz, ``generation`` overrides."""
+
+    src: np.ndarray
+    ref: np.ndarray | None = None
+    generation: dict = field(default_factory=dict)
+
+
+def max_request_bytes() -> int:
+    """The request size limit in bytes (``VC_MAX_REQUEST_MB``, default 5 MB)."""
+    return int(float(os.environ.get("VC_MAX_REQUEST_MB", DEFAULT_MAX_REQUEST_MB)) * 1024 * 1024)
+
+
+def model_fn(model_dir: str, context=None):
+    """Load the bundle in ``model_dir`` (a model.tar.gz unpacked, or any bundle folder) as a VoiceConverter."""
+    from vc.converter import VoiceConverter
+
+    log.info("loading the bundle in %s", model_dir)
+    return VoiceConverter.from_pretrained(
+        model_dir, device=os.environ.get("VC_DEVICE", "auto"), dtype=os.environ.get("VC_DTYPE", "auto")
+    )
+
+
+def _generation(params) -> dict:
+    if params is None:
+        return {}
+    if not isinstance(params, Mapping):
+        raise RequestError(
+            f"'parameters' must be a JSON object such as {{\"maxlenratio\": 10}}, not {type(params).__name__}."
+        )
+    out = {}
+    for key, value in params.items():
+        if key not in GENERATION_LIMITS:
+            raise RequestError(f"unknown generation parameter '{key}': use {', '.join(GENERATION_LIMITS)}.")
+        low, high = GENERATION_LIMITS[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            raise RequestError(f"parameter '{key}'={value!r}: give a number from {low:g} to {high:g}.")
+        out[key] = float(value)
+    return out
+
+
+def _audio(payload: Mapping, key: str, min_seconds: float) -> np.ndarray:
+    return load_audio(b64_to_bytes(payload[key], key), SAMPLE_RATE, name=key, min_seconds=min_seconds)
+
+
+def input_fn(request_body: bytes | str, request_content_type: str = JSON) -> ConversionRequest:
+    """Decode a JSON request into a :class:`ConversionRequest`.
+
+    Raises :class:`RequestError` (415 for a content type other than JSON, 413 beyond the size
+    limit, 400 for bad JSON or fields) and :class:`vc.errors.AudioError` for bad base64 or
+    audio (unreadable, empty, silent, too short): each message names the field.
+    """
+    content_type = (request_content_type or JSON).split(";")[0].strip().lower()
+    if content_type != JSON:
+        raise RequestError(f"content type '{request_content_type}' is not supported: send {JSON}.", 415)
+    size = len(request_body)
+    if size > max_request_bytes():
+        raise RequestError(
+            f"request of {size / 1e6:.1f} MB is over the {max_request_bytes() / 1e6:.1f} MB limit: "
+            "send a shorter clip or a compressed format (FLAC, OGG).",
+            413,
+        )
+    try:
+        payload = json.loads(request_body)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise RequestError(
+            f'the body is not valid JSON ({err}). Send {{"src_wav_b64": ..., "ref_wav_b64": ...}}.'
+        ) from None
+    if not isinstance(payload, dict):
+        raise RequestError('the JSON body must be an object: {"src_wav_b64": ..., "ref_wav_b64": ...}.')
+    unknown = sorted(set(payload) - {"src_wav_b64", "ref_wav_b64", "parameters"})
+    if unknown:
+        raise RequestError(
+            f"unknown field(s) {', '.join(unknown)}: use src_wav_b64, ref_wav_b64 and parameters."
+        )
+    if "src_wav_b64" not in payload:
+        raise RequestError("missing 'src_wav_b64': the base64 of the audio file to convert.")
+    src = _audio(payload, "src_wav_b64", MIN_SRC_SECONDS)
+    ref = _audio(payload, "ref_wav_b64", MIN_REF_SECONDS) if payload.get("ref_wav_b64") is not None else None
+    return ConversionRequest(src=src, ref=ref, generation=_generation(payload.get("parameters")))
+
+
+def predict_batch(requests: Sequence[ConversionRequest], model) -> list:
+    """Convert several requests with as few ``convert_many`` calls as possible.
+
+    Requests with the same generation settings go in one call. If a call fails with a user error,
+    its requests are retried one by one, so one bad request fails alone. Returns, in order, a
+    ``Conversion`` or the :class:`VCError` of each request.
+    """
+    results: list = [None] * len(requests)
+    groups: dict[tuple, list[int]] = {}
+    for i, req in enumerate(requests):
+        groups.setdefault(tuple(sorted(req.generation.items())), []).append(i)
+    for key, idx in groups.items():
+        try:
+            outs = _convert(model, [requests[i] for i in idx], dict(key))
+        except VCError as err:
+            if len(idx) == 1:
+                results[idx[0]] = err
+                continue
+            outs = []
+            for i in idx:
+                try:
+                    outs += _convert(model, [requests[i]], dict(key))
+                except VCError as single:
+                    outs.append(single)
+        for i, out in zip(idx, outs, strict=True):
+            results[i] = out
+    return results
+
+
+def _convert(model, requests: Sequence[ConversionRequest], generation: dict) -> list:
+    return model.convert_many(
+        [(r.src, SAMPLE_RATE) for r in requests],
+        [None if r.ref is None else (r.ref, SAMPLE_RATE) for r in requests],
+        **generation,
+    )
+
+
+def predict_fn(data: ConversionRequest, model):
+    """Convert one decoded request; returns the ``Conversion`` (raises its :class:`VCError`)."""
+    (result,) = predict_batch([data], model)
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def output_fn(prediction, accept: str = JSON) -> str:
+    """A ``Conversion`` -> the JSON response text (``wav_b64``, ``sample_rate``, ``seconds``)."""
+    if accept and accept.split(";")[0].strip().lower() not in (JSON, "*/*"):
+        raise RequestError(f"accept type '{accept}' is not supported: the endpoint answers {JSON}.", 406)
+    wav = np.asarray(prediction.wav, dtype=np.float32)
+    return json.dumps(
+        {
+            "wav_b64": wav_to_b64(wav, prediction.sample_rate),
+            "sample_rate": int(prediction.sample_rate),
+            "seconds": round(len(wav) / prediction.sample_rate, 3),
+        }
+    )
+
+
+def request_payload(src, ref=None, parameters: Mapping | None = None) -> dict:
+    """The JSON request (as a dict) for audio files ``src`` and ``ref`` (paths; sent as they are, base64)."""
+    from base64 import b64encode
+    from pathlib import Path
+
+    payload = {"src_wav_b64": b64encode(Path(src).read_bytes()).decode("ascii")}
+    if ref is not None:
+        payload["ref_wav_b64"] = b64encode(Path(ref).read_bytes()).decode("ascii")
+    if parameters:
+        payload["parameters"] = dict(parameters)
+    return payload
+
+
+def error_response(err: BaseException) -> tuple[int, str]:
+    """An exception -> ``(HTTP status, JSON body {"error": ...})``; errors not caused by the request are 500."""
+    if isinstance(err, RequestError):
+        status = err.status
+    elif isinstance(err, VCError):
+        status = 400
+    else:
+        status = 500
+    message = str(err) if status < 500 else f"internal error ({type(err).__name__}); see the server log."
+    return status, json.dumps({"error": message})
