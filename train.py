@@ -1,10 +1,10 @@
 """Fine-tune SpeechT5 voice conversion.
 
-    python train.py                                  # ARCTIC awb -> clb (experiment=awb_clb)
-    python train.py experiment=smoke                 # offline, tiny model, CPU, minutes
-    python train.py data.src_spk=bdl data.tgt_spk=slt trainer=gpu
-    python train.py -m model.optimizer.lr=1e-5,3e-5  # a sweep
-    python train.py --help                           # config groups and options
+python train.py                                  # ARCTIC awb -> clb (experiment=awb_clb)
+python train.py experiment=smoke                 # offline, tiny model, CPU, minutes
+python train.py data.src_spk=bdl data.tgt_spk=slt trainer=gpu
+python train.py -m model.optimizer.lr=1e-5,3e-5  # a sweep
+python train.py --help                           # config groups and options
 """
 
 import hydra

@@ -52,7 +52,10 @@ def test_bucketing_shards_across_ranks():
     lengths = _lengths(101)
     shards = [list(LengthBucketBatchSampler(lengths, 4, seed=0, rank=r, world_size=3)) for r in range(3)]
     assert len({len(s) for s in shards}) == 1  # same number of batches on every rank
-    assert all(len(s) == len(LengthBucketBatchSampler(lengths, 4, rank=r, world_size=3)) for r, s in enumerate(shards))
+    assert all(
+        len(s) == len(LengthBucketBatchSampler(lengths, 4, rank=r, world_size=3))
+        for r, s in enumerate(shards)
+    )
     covered = {i for s in shards for b in s for i in b}
     assert covered == set(range(101))
 

@@ -34,7 +34,9 @@ def test_matches_transformers(heads):
         guided_attention_loss_scale=10.0,
     )
     expected = SpeechT5SpectrogramLoss(config)(enc_mask, before, after, logits, labels, attn)
-    ours = SpectrogramLoss(reduction_factor=2, bce_pos_weight=5.0, attn_weight=10.0, attn_sigma=0.4, attn_heads=heads)
+    ours = SpectrogramLoss(
+        reduction_factor=2, bce_pos_weight=5.0, attn_weight=10.0, attn_sigma=0.4, attn_heads=heads
+    )
     parts = ours(before, after, logits, labels, enc_mask, attn)
     torch.testing.assert_close(parts["loss"], expected, rtol=1e-5, atol=1e-6)
     assert parts["attn"] > 0 and parts["bce"] > 0 and parts["l1"] > 0

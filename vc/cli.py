@@ -45,8 +45,12 @@ def main(run: Callable[[DictConfig], object], cfg: DictConfig):
     out = output_dir(cfg)
     status, value, error = "ok", None, None
     try:
-        value = run(cfg)
-        return value
+        try:
+            value = run(cfg)
+            return value
+        except Exception as err:
+            # Hydra wraps errors raised while instantiating a target: surface the user's error
+            raise user_error(err) or err from None
     except VCError as err:
         status, error = "failed", str(err)
         if not in_multirun():
@@ -62,12 +66,25 @@ def main(run: Callable[[DictConfig], object], cfg: DictConfig):
         _finish_wandb()
         if out is not None and out.exists():
             metric = cfg.get("optimized_metric")
-            number = float(value) if isinstance(value, (int, float)) and not math.isnan(float(value)) else None
+            number = (
+                float(value) if isinstance(value, (int, float)) and not math.isnan(float(value)) else None
+            )
             (out / "result.json").write_text(
                 json.dumps({"status": status, "metric": metric, "value": number, "error": error}, indent=1)
             )
             log.info("output folder: %s", out)
     return float("nan")
+
+
+def user_error(err: BaseException) -> VCError | None:
+    """The :class:`VCError` in ``err``'s cause chain, if any."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, VCError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def _finish_wandb() -> None:

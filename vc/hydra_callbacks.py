@@ -22,10 +22,14 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep = Path(config.hydra.sweep.dir)
         rows = []
-        for result in sorted(sweep.glob("*/result.json"), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0):
+        for result in sorted(
+            sweep.glob("*/result.json"), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0
+        ):
             data = json.loads(result.read_text())
             overrides_file = result.parent / ".hydra" / "overrides.yaml"
-            overrides = overrides_file.read_text().strip().replace("\n", " ") if overrides_file.exists() else ""
+            overrides = (
+                overrides_file.read_text().strip().replace("\n", " ") if overrides_file.exists() else ""
+            )
             rows.append({"job": result.parent.name, "overrides": overrides, **data})
         if not rows:
             return

@@ -23,7 +23,12 @@ def mel_figure(mels: Mapping[str, np.ndarray], title: str = "", hop_seconds: flo
     vmax = max(float(m.max()) for _, m in items)
     for ax, (label, mel) in zip(axes[0], items):
         im = ax.imshow(
-            mel.T, origin="lower", aspect="auto", vmin=vmin, vmax=vmax, cmap="magma",
+            mel.T,
+            origin="lower",
+            aspect="auto",
+            vmin=vmin,
+            vmax=vmax,
+            cmap="magma",
             extent=(0, mel.shape[0] * hop_seconds, 0, mel.shape[1]),
         )
         ax.set_title(label)
@@ -38,7 +43,9 @@ def mel_figure(mels: Mapping[str, np.ndarray], title: str = "", hop_seconds: flo
 def attention_figure(attention: np.ndarray, title: str = "cross-attention"):
     """A (decoder steps, encoder frames) alignment; a clean diagonal means the model follows the source."""
     fig, ax = plt.subplots(figsize=(5, 4))
-    im = ax.imshow(np.asarray(attention).T, origin="lower", aspect="auto", cmap="viridis", interpolation="nearest")
+    im = ax.imshow(
+        np.asarray(attention).T, origin="lower", aspect="auto", cmap="viridis", interpolation="nearest"
+    )
     ax.set_xlabel("decoder step")
     ax.set_ylabel("encoder frame")
     ax.set_title(title)
@@ -47,7 +54,9 @@ def attention_figure(attention: np.ndarray, title: str = "cross-attention"):
     return fig
 
 
-def curves_figure(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], title: str = "", ylabel: str = "loss"):
+def curves_figure(
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], title: str = "", ylabel: str = "loss"
+):
     """Lines from ``{label: (steps, values)}``, e.g. train and validation loss against step."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for label, (x, y) in curves.items():

@@ -16,9 +16,14 @@ log = logging.getLogger(__name__)
 
 # what users type -> Lightning's precision names
 PRECISION_ALIASES = {
-    "32": "32-true", "fp32": "32-true", "float32": "32-true",
-    "16": "16-mixed", "fp16": "16-mixed", "float16": "16-mixed",
-    "bf16": "bf16-mixed", "bfloat16": "bf16-mixed",
+    "32": "32-true",
+    "fp32": "32-true",
+    "float32": "32-true",
+    "16": "16-mixed",
+    "fp16": "16-mixed",
+    "float16": "16-mixed",
+    "bf16": "bf16-mixed",
+    "bfloat16": "bf16-mixed",
 }
 
 
@@ -43,7 +48,9 @@ def resolve_ckpt_path(ckpt_path: str | None, checkpoint_dir: str | Path) -> str 
         log.info("resuming from %s", found[-1])
         return str(found[-1])
     if not Path(ckpt_path).is_file():
-        raise ConfigError(f"ckpt_path={ckpt_path}: no such checkpoint file. Use a .ckpt path or ckpt_path=last.")
+        raise ConfigError(
+            f"ckpt_path={ckpt_path}: no such checkpoint file. Use a .ckpt path or ckpt_path=last."
+        )
     return str(ckpt_path)
 
 
@@ -59,10 +66,13 @@ def build(cfg: DictConfig):
         build_tiny_models(cfg.tiny_models)
     with open_dict(cfg):
         cfg.trainer.precision = normalize_precision(cfg.trainer.precision)
-    module = instantiate(cfg.model, _convert_="object")
+    # the module completes its optimiser and scheduler configs itself, so they stay plain dicts
+    module = instantiate(cfg.model, _recursive_=False)
     datamodule = instantiate(cfg.data, reduction_factor=module.reduction_factor, _convert_="object")
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, callbacks=_instantiate_dict(cfg.get("callbacks")), logger=_instantiate_dict(cfg.get("logger")) or False
+        cfg.trainer,
+        callbacks=_instantiate_dict(cfg.get("callbacks")),
+        logger=_instantiate_dict(cfg.get("logger")) or False,
     )
     return datamodule, module, trainer
 

@@ -53,7 +53,9 @@ class VCCollator:
             "input_values": input_values,
             "attention_mask": attention_mask,
             "labels": labels,
-            "speaker_embeddings": torch.stack([torch.as_tensor(x["speaker_embeddings"]) for x in items]).float(),
+            "speaker_embeddings": torch.stack(
+                [torch.as_tensor(x["speaker_embeddings"]) for x in items]
+            ).float(),
             "src_lengths": src_lengths,
             "tgt_lengths": tgt_lengths,
             "utt_ids": [x["utt_id"] for x in items],
@@ -187,7 +189,8 @@ class DataReport:
             f"corpus        {self.corpus}",
             f"pairs         {self.pairing}",
             "splits        " + ", ".join(f"{k} {v}" for k, v in self.splits.items()),
-            f"bad files     {len(self.bad_files)} left out" + "".join(f"\n  {b.reason}" for b in self.bad_files[:10]),
+            f"bad files     {len(self.bad_files)} left out"
+            + "".join(f"\n  {b.reason}" for b in self.bad_files[:10]),
             f"features      {'cache hit' if self.feature_cache_hit else 'computed and cached'}",
             f"x-vectors     {self.xvector_hits} cache hits, {self.xvector_misses} computed",
         ]
@@ -284,10 +287,14 @@ class VCDataModule(pl.LightningDataModule):
         """Download or write the corpus, compute features and x-vectors into their caches (rank 0)."""
         self.corpus.prepare()
         splits = self._splits()
-        for part in splits.values():
-            if part:
-                build_features(part, self.audio, self.feature_cache_dir, self.on_bad_file)
+        hits = [
+            build_features(part, self.audio, self.feature_cache_dir, self.on_bad_file)[2]
+            for part in splits.values()
+            if part
+        ]
         self._embeddings(splits)
+        # the summary reports what preparing did; setup() then only re-reads the caches
+        self._prepared = (all(hits), self.report.xvector_hits, self.report.xvector_misses)
 
     def setup(self, stage: str | None = None) -> None:
         """Read features and x-vectors from the caches and build the split datasets."""
@@ -302,12 +309,20 @@ class VCDataModule(pl.LightningDataModule):
             feats, bad, hit = build_features(part, self.audio, self.feature_cache_dir, self.on_bad_file)
             self.report.bad_files += bad
             self.report.feature_cache_hit = hit
-            keep = [i for i, (s, t) in enumerate(zip(feats["src_len"], feats["tgt_len"])) if self._length_ok(s, t)]
+            keep = [
+                i for i, (s, t) in enumerate(zip(feats["src_len"], feats["tgt_len"])) if self._length_ok(s, t)
+            ]
             if len(keep) < len(feats):
-                log.info("%s: left out %d pair(s) longer than the length limits", name, len(feats) - len(keep))
+                log.info(
+                    "%s: left out %d pair(s) longer than the length limits", name, len(feats) - len(keep)
+                )
                 feats = feats.select(keep)
             self.datasets[name] = VCDataset(feats, embeddings)
         self.report.splits = {k: len(v) for k, v in self.datasets.items()}
+        if getattr(self, "_prepared", None):
+            self.report.feature_cache_hit, self.report.xvector_hits, self.report.xvector_misses = (
+                self._prepared
+            )
         if "train" not in self.datasets or len(self.datasets["train"]) == 0:
             from vc.errors import DataError
 

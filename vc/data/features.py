@@ -65,7 +65,9 @@ def _pairs_key(pairs: Iterable, audio: Mapping) -> str:
     for p in pairs:
         for path in (p.src_path, p.tgt_path):
             st = os.stat(path) if os.path.exists(path) else None
-            h.update(f"{p.utt_id}\0{path}\0{st.st_size if st else -1}\0{st.st_mtime_ns if st else -1}\n".encode())
+            h.update(
+                f"{p.utt_id}\0{path}\0{st.st_size if st else -1}\0{st.st_mtime_ns if st else -1}\n".encode()
+            )
     return h.hexdigest()[:20]
 
 
@@ -93,7 +95,9 @@ def build_features(pairs: list, audio: Mapping, cache_dir: str | os.PathLike, on
     if meta_path.exists():
         bad = [BadFile(**b) for b in json.loads(meta_path.read_text())]
         if bad and on_bad_file == "error":
-            raise AudioError(f"{bad[0].path}: {bad[0].reason} (set data.on_bad_file=skip to leave such pairs out)")
+            raise AudioError(
+                f"{bad[0].path}: {bad[0].reason} (set data.on_bad_file=skip to leave such pairs out)"
+            )
         return datasets.load_from_disk(str(folder / "dataset")), bad, True
 
     sr = int(audio["sample_rate"])
@@ -108,14 +112,22 @@ def build_features(pairs: list, audio: Mapping, cache_dir: str | os.PathLike, on
                     wavs.append(load_audio(path, sr))
                 except AudioError as err:
                     if on_bad_file == "error":
-                        raise AudioError(f"{err} (set data.on_bad_file=skip to leave such pairs out)") from None
+                        raise AudioError(
+                            f"{err} (set data.on_bad_file=skip to leave such pairs out)"
+                        ) from None
                     bad.append(BadFile(p.utt_id, str(path), str(err)))
                     break
             if len(wavs) < 2:
                 continue
             src, tgt = wavs
             mel = log_mel(extractor, tgt, sr)
-            yield {"utt_id": p.utt_id, "input_values": src, "labels": mel, "src_len": len(src), "tgt_len": len(mel)}
+            yield {
+                "utt_id": p.utt_id,
+                "input_values": src,
+                "labels": mel,
+                "src_len": len(src),
+                "tgt_len": len(mel),
+            }
 
     features = datasets.Features(
         {
@@ -132,7 +144,9 @@ def build_features(pairs: list, audio: Mapping, cache_dir: str | os.PathLike, on
     # a fresh generator cache each time: a stale one would skip the generator and lose bad-file reports
     ds = datasets.Dataset.from_generator(records, features=features, cache_dir=str(tmp / "hf"))
     if bad:
-        log.warning("left out %d pair(s) with unusable audio: %s", len(bad), "; ".join(b.reason for b in bad[:5]))
+        log.warning(
+            "left out %d pair(s) with unusable audio: %s", len(bad), "; ".join(b.reason for b in bad[:5])
+        )
     ds.save_to_disk(str(tmp / "dataset"))
     del ds
     shutil.rmtree(tmp / "hf", ignore_errors=True)

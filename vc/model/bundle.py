@@ -113,7 +113,9 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
 
     path = Path(path)
     if not is_bundle(path):
-        raise ConfigError(f"{path}: not a bundle folder (no {BUNDLE_FILE}). Export one with `python -m vc.model.bundle CKPT OUT`.")
+        raise ConfigError(
+            f"{path}: not a bundle folder (no {BUNDLE_FILE}). Export one with `python -m vc.model.bundle CKPT OUT`."
+        )
     settings = OmegaConf.to_container(OmegaConf.load(path / BUNDLE_FILE), resolve=True)
     default = path / "default_speaker.npy"
     return Bundle(
@@ -139,16 +141,23 @@ def checkpoint_to_bundle(ckpt: str | os.PathLike, out_dir: str | os.PathLike, **
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m vc.model.bundle", description="Turn a Lightning checkpoint (.ckpt) into a bundle folder."
+        prog="python -m vc.model.bundle",
+        description="Turn a Lightning checkpoint (.ckpt) into a bundle folder.",
     )
     parser.add_argument("ckpt", help="the .ckpt file (e.g. outputs/train/runs/<time>/checkpoints/last.ckpt)")
     parser.add_argument("out", help="the bundle folder to write")
-    parser.add_argument("--speaker-source", default=None, help="SpeechBrain x-vector model to include (default: as trained)")
-    parser.add_argument("--default-speaker", default=None, help=".npy x-vector used when no reference is given")
+    parser.add_argument(
+        "--speaker-source", default=None, help="SpeechBrain x-vector model to include (default: as trained)"
+    )
+    parser.add_argument(
+        "--default-speaker", default=None, help=".npy x-vector used when no reference is given"
+    )
     args = parser.parse_args(argv)
     try:
         default = np.load(args.default_speaker) if args.default_speaker else None
-        out = checkpoint_to_bundle(args.ckpt, args.out, speaker_source=args.speaker_source, default_speaker=default)
+        out = checkpoint_to_bundle(
+            args.ckpt, args.out, speaker_source=args.speaker_source, default_speaker=default
+        )
     except VCError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -92,9 +92,15 @@ class SpectrogramLoss(nn.Module):
         )
 
         attn = torch.zeros((), device=labels.device)
-        if self.attn_weight > 0 and cross_attentions is not None and encoder_mask is not None:
-            weights = torch.cat([x[:, : self.attn_heads] for x in cross_attentions], dim=1).float()
-            out_mask = frames[:, self.reduction_factor - 1 :: self.reduction_factor] if self.reduction_factor > 1 else frames
+        # LayerDrop can skip every decoder layer of a small model: then there is nothing to guide
+        layers = [x for x in (cross_attentions or ()) if x is not None]
+        if self.attn_weight > 0 and layers and encoder_mask is not None:
+            weights = torch.cat([x[:, : self.attn_heads] for x in layers], dim=1).float()
+            out_mask = (
+                frames[:, self.reduction_factor - 1 :: self.reduction_factor]
+                if self.reduction_factor > 1
+                else frames
+            )
             in_mask = encoder_mask.bool()
             guide = guided_attention_weights(
                 in_mask.sum(-1), out_mask.sum(-1), weights.shape[-1], weights.shape[-2], self.attn_sigma

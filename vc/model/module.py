@@ -19,7 +19,7 @@ from vc.model.loss import SpectrogramLoss
 
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-5}
 DEFAULT_SCHEDULER = {
-    "_target_": "transformers.get_linear_schedule_with_warmup",
+    "_target_": "transformers.optimization.get_linear_schedule_with_warmup",
     "_partial_": True,
     "num_warmup_steps": 500,
     "num_training_steps": 2000,
@@ -76,7 +76,8 @@ class VCLitModule(pl.LightningModule):
                 "loss": _plain(loss) or {},
                 "optimizer": _plain(optimizer) or dict(DEFAULT_OPTIMIZER),
                 "scheduler": _plain(scheduler),
-                "generation": _plain(generation) or {"threshold": 0.5, "minlenratio": 0.0, "maxlenratio": 20.0},
+                "generation": _plain(generation)
+                or {"threshold": 0.5, "minlenratio": 0.0, "maxlenratio": 20.0},
                 "audio": _plain(audio) or {},
                 "model_config": _plain(model_config),
             }
@@ -92,10 +93,14 @@ class VCLitModule(pl.LightningModule):
 
             self.model = load_speecht5(pretrained, **overrides)
             self.hparams.model_config = self.model.config.to_dict()
+        # from_pretrained returns eval mode, and Lightning keeps the modes it finds: train for real
+        self.model.train()
         for name, param in self.model.named_parameters():
             if any(name.startswith(prefix) for prefix in self.hparams.freeze):
                 param.requires_grad_(False)
-        self.criterion = SpectrogramLoss(reduction_factor=self.model.config.reduction_factor, **self.hparams.loss)
+        self.criterion = SpectrogramLoss(
+            reduction_factor=self.model.config.reduction_factor, **self.hparams.loss
+        )
 
     @property
     def reduction_factor(self) -> int:
@@ -124,7 +129,9 @@ class VCLitModule(pl.LightningModule):
         encoder_mask = self.model.speecht5.encoder.prenet._get_feature_vector_attention_mask(
             out.encoder_last_hidden_state.shape[1], batch["attention_mask"]
         )
-        parts = self.criterion(before, after, logits, labels, encoder_mask, out.cross_attentions if need_attn else None)
+        parts = self.criterion(
+            before, after, logits, labels, encoder_mask, out.cross_attentions if need_attn else None
+        )
         return {**parts, "after": after, "cross_attentions": out.cross_attentions}
 
     def training_step(self, batch: Mapping, batch_idx: int) -> torch.Tensor:
@@ -168,8 +175,9 @@ class VCLitModule(pl.LightningModule):
 
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = instantiate(self.hparams.optimizer, params=params)
+        # a `_partial_` config instantiates to a partial; calling it completes it
+        optimizer = instantiate({**self.hparams.optimizer, "_partial_": True})(params=params)
         if not self.hparams.scheduler:
             return optimizer
-        scheduler = instantiate(self.hparams.scheduler, optimizer=optimizer)
+        scheduler = instantiate({**self.hparams.scheduler, "_partial_": True})(optimizer=optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
