@@ -11,7 +11,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from vc.errors import VCError
+from vc.errors import VCError, user_error
 
 log = logging.getLogger("vc")
 
@@ -74,17 +74,6 @@ def main(run: Callable[[DictConfig], object], cfg: DictConfig):
             )
             log.info("output folder: %s", out)
     return float("nan")
-
-
-def user_error(err: BaseException) -> VCError | None:
-    """The :class:`VCError` in ``err``'s cause chain, if any."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, VCError):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
 
 
 def _finish_wandb() -> None:

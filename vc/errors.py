@@ -25,13 +25,31 @@ class ConfigError(VCError):
 class MissingModelError(VCError):
     """A pretrained part that is neither a local folder nor reachable on the hub."""
 
-    def __init__(self, what: str, name: str, override: str, cause: BaseException | None = None):
+    def __init__(
+        self, what: str, name: str, override: str, cause: BaseException | None = None, fix: str | None = None
+    ):
         reason = f" ({type(cause).__name__}: {cause})" if cause is not None else ""
-        super().__init__(
-            f"Could not load the {what} '{name}'{reason}. It is neither a local folder nor "
-            f"reachable on the Hugging Face hub (offline?). Download it once where the hub is reachable "
-            f"(e.g. `huggingface-cli download {name} --local-dir /path/to/{name.split('/')[-1]}`) and "
-            f"point at the copy with `{override}=/path/to/{name.split('/')[-1]}`, or use "
-            f"`experiment=smoke` for the offline tiny model."
+        local = name.split("/")[-1]
+        fix = fix or (
+            "It is neither a local folder nor reachable on the Hugging Face hub (offline?). Download it once "
+            f"where the hub is reachable (e.g. `huggingface-cli download {name} --local-dir /path/to/{local}`) "
+            f"and point at the copy with `{override}=/path/to/{local}`, or use `experiment=smoke` for the "
+            "offline tiny model."
         )
+        super().__init__(f"Could not load the {what} '{name}'{reason}. {fix}")
         self.what, self.name, self.override = what, name, override
+
+
+def user_error(err: BaseException) -> VCError | None:
+    """The :class:`VCError` in ``err``'s cause chain, if any.
+
+    Libraries wrap what our callbacks raise (Hydra's instantiate, `datasets` generators):
+    this finds the user's error again so it is reported as itself.
+    """
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, VCError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None

@@ -287,28 +287,39 @@ class VCDataModule(pl.LightningDataModule):
         """Download or write the corpus, compute features and x-vectors into their caches (rank 0)."""
         self.corpus.prepare()
         splits = self._splits()
-        hits = [
-            build_features(part, self.audio, self.feature_cache_dir, self.on_bad_file)[2]
-            for part in splits.values()
+        built = {
+            name: build_features(part, self.audio, self.feature_cache_dir, self.on_bad_file)
+            for name, part in splits.items()
             if part
-        ]
-        self._embeddings(splits)
+        }
+        self._embeddings(self._usable(splits, built))
         # the summary reports what preparing did; setup() then only re-reads the caches
-        self._prepared = (all(hits), self.report.xvector_hits, self.report.xvector_misses)
+        self._prepared = (
+            all(b[2] for b in built.values()),
+            self.report.xvector_hits,
+            self.report.xvector_misses,
+        )
+
+    @staticmethod
+    def _usable(splits, built) -> dict:
+        """The pairs of each split whose audio could be used (x-vectors need readable targets)."""
+        bad = {b.utt_id for _, found, _ in built.values() for b in found}
+        return {name: [p for p in part if p.utt_id not in bad] for name, part in splits.items()}
 
     def setup(self, stage: str | None = None) -> None:
         """Read features and x-vectors from the caches and build the split datasets."""
         if self.datasets:
             return
         self.splits = self._splits()
-        embeddings = self._embeddings(self.splits)
-        self.report.bad_files = []
-        for name, part in self.splits.items():
-            if not part:
-                continue
-            feats, bad, hit = build_features(part, self.audio, self.feature_cache_dir, self.on_bad_file)
-            self.report.bad_files += bad
-            self.report.feature_cache_hit = hit
+        built = {
+            name: build_features(part, self.audio, self.feature_cache_dir, self.on_bad_file)
+            for name, part in self.splits.items()
+            if part
+        }
+        embeddings = self._embeddings(self._usable(self.splits, built))
+        self.report.bad_files = [b for _, found, _ in built.values() for b in found]
+        self.report.feature_cache_hit = all(hit for _, _, hit in built.values())
+        for name, (feats, _, _) in built.items():
             keep = [
                 i for i, (s, t) in enumerate(zip(feats["src_len"], feats["tgt_len"])) if self._length_ok(s, t)
             ]

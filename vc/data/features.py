@@ -21,7 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from vc.audio import load_audio
-from vc.errors import AudioError, ConfigError
+from vc.errors import AudioError, ConfigError, user_error
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,11 @@ def build_features(pairs: list, audio: Mapping, cache_dir: str | os.PathLike, on
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     # a fresh generator cache each time: a stale one would skip the generator and lose bad-file reports
-    ds = datasets.Dataset.from_generator(records, features=features, cache_dir=str(tmp / "hf"))
+    try:
+        ds = datasets.Dataset.from_generator(records, features=features, cache_dir=str(tmp / "hf"))
+    except Exception as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise user_error(err) or err from None
     if bad:
         log.warning(
             "left out %d pair(s) with unusable audio: %s", len(bad), "; ".join(b.reason for b in bad[:5])

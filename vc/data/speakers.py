@@ -296,7 +296,15 @@ def fetch_arctic_xvectors(
     except Exception as err:
         if is_missing_model_error(err):
             raise MissingModelError(
-                "precomputed ARCTIC x-vectors", repo_id, PRECOMPUTED_OVERRIDE, err
+                "precomputed ARCTIC x-vectors",
+                repo_id,
+                PRECOMPUTED_OVERRIDE,
+                err,
+                fix=(
+                    "Compute x-vectors with data.speaker.source instead (`data.speaker.use_precomputed_xvectors="
+                    f"false`), or download the zip once (`huggingface-cli download --repo-type dataset {repo_id} "
+                    f"{PRECOMPUTED_FILE}`) and set `data.speaker.precomputed_repo=/path/to/{PRECOMPUTED_FILE}`."
+                ),
             ) from err
         raise
 

@@ -95,8 +95,12 @@ class VCLitModule(pl.LightningModule):
             self.hparams.model_config = self.model.config.to_dict()
         # from_pretrained returns eval mode, and Lightning keeps the modes it finds: train for real
         self.model.train()
+        frozen = list(self.hparams.freeze)
+        if not spec_augment:
+            # only SpecAugment uses it; a parameter without a gradient breaks DDP's reducer
+            frozen.append("speecht5.encoder.prenet.masked_spec_embed")
         for name, param in self.model.named_parameters():
-            if any(name.startswith(prefix) for prefix in self.hparams.freeze):
+            if any(name.startswith(prefix) for prefix in frozen):
                 param.requires_grad_(False)
         self.criterion = SpectrogramLoss(
             reduction_factor=self.model.config.reduction_factor, **self.hparams.loss
