@@ -1,0 +1,609 @@
+"""VoiceConverter: any source voice -> the target speaker of a reference clip, 16 kHz mono out.
+
+    vc = VoiceConverter.from_pretrained("outputs/train/runs/<time>/bundle")   # or a .ckpt or a hub id
+    out = vc.convert("src.flac", ref="target_speaker.wav")
+    out.wav, out.sample_rate, out.meta["stop_reason"]
+
+How a call runs: every source is read as mono 16 kHz and split at pauses into chunks of at most
+``max_chunk_seconds``; the chunks of all sources are sorted by length and converted in padded
+batches of ``batch_size`` (SpeechT5 ``generate_speech`` with an attention mask, then the HiFiGAN
+vocoder); each source's chunks are joined with a short linear crossfade. Long sources go through in
+groups of chunks, so the working memory does not grow with the input (the returned audio does).
+
+Batched and one-by-one conversion agree up to the padding: the encoder's first conv layer
+group-normalises over the padded length, and the vocoder's receptive field reaches a few frames
+into the padding (tests/test_converter.py states the tolerance).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from itertools import pairwise
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from vc.audio import AudioInput, content_hash, describe, load_audio
+from vc.data.speakers import l2_normalise
+from vc.errors import ConfigError, MissingModelError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_VOCODER = "microsoft/speecht5_hifigan"
+DEFAULT_SPEAKER_ENCODER = "speechbrain/spkrec-xvect-voxceleb"
+DEFAULT_GENERATION = {"threshold": 0.5, "minlenratio": 0.0, "maxlenratio": 20.0}
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+# The encoder's conv front-end needs 400 samples; a tenth of a second leaves some margin.
+MIN_SOURCE_SECONDS = 0.1
+# Below this SpeechBrain's x-vector TDNN has too few frames to run at all ...
+MIN_REF_SECONDS = 0.25
+# ... and below this the x-vector is unreliable.
+SHORT_REF_SECONDS = 1.0
+# No chunk but a whole short input is shorter than this (nor than a quarter of max_chunk_seconds).
+MIN_CHUNK_SECONDS = 0.5
+# Chunks sorted and batched together: a few batches' worth, so long inputs keep memory flat.
+GROUP_BATCHES = 4
+
+
+@dataclass
+class Conversion:
+    """One converted input.
+
+    ``wav``: (T,) float32 mono at ``sample_rate`` (16 kHz). ``meta``: ``src_seconds``,
+    ``out_seconds``, ``frames`` (log-mel frames generated), ``chunks``, ``stop_reason``
+    ("stop_token", or "max_length" if any chunk ran to the length limit) and ``chunk_info``
+    (per chunk: ``start_s``, ``end_s`` in the source, ``frames``, ``stop_reason``).
+    """
+
+    wav: np.ndarray
+    sample_rate: int
+    meta: dict = field(default_factory=dict)
+
+
+def split_at_pauses(
+    wav: np.ndarray,
+    sample_rate: int,
+    max_seconds: float,
+    *,
+    min_pause_ms: float = 100.0,
+    frame_ms: float = 20.0,
+) -> list[tuple[int, int]]:
+    """Cut (T,) audio into chunks of at most ``max_seconds`` at its quietest moments.
+
+    Returns ``[(start, end), ...]`` sample indices that cover ``wav`` in order with no gap. Each
+    cut lies in the second half of the window that starts at the previous cut, at the frame
+    (``frame_ms``) with the lowest energy averaged over ``min_pause_ms`` (so a pause beats a
+    single quiet frame; of equal candidates the latest wins, keeping chunks long). The last chunk
+    is at least ``min(0.5 s, max_seconds / 4)`` long.
+    """
+    n = len(wav)
+    max_len = int(max_seconds * sample_rate)
+    if n <= max_len:
+        return [(0, n)]
+    frame = int(sample_rate * frame_ms / 1000)
+    num_frames = n // frame
+    energy = np.square(wav[: num_frames * frame].reshape(num_frames, frame), dtype=np.float64).mean(axis=1)
+    width = max(1, round(min_pause_ms / frame_ms))
+    score = np.convolve(10 * np.log10(energy + 1e-10), np.full(width, 1 / width), mode="same")
+    min_len = int(min(MIN_CHUNK_SECONDS, max_seconds / 4) * sample_rate)
+    cuts = [0]
+    while n - cuts[-1] > max_len:
+        start = cuts[-1]
+        lo, hi = start + max_len // 2, min(start + max_len, n - min_len)
+        # candidate frames whose centre lies in [lo, hi]
+        f_lo = -(-(lo - frame // 2) // frame)
+        f_hi = (hi - frame // 2) // frame
+        window = score[f_lo : f_hi + 1]
+        best = f_lo + len(window) - 1 - int(np.argmin(window[::-1]))
+        cuts.append(best * frame + frame // 2)
+    return list(zip(cuts, [*cuts[1:], n], strict=True))
+
+
+def crossfade_join(pieces: Sequence[np.ndarray], crossfade: int) -> np.ndarray:
+    """Join (T_i,) float32 pieces, overlapping neighbours by ``crossfade`` samples with linear fades.
+
+    The result, preallocated, has ``sum(T_i) - sum(overlaps)`` samples, where each overlap is
+    ``min(crossfade, T_i, T_i+1)``.
+    """
+    overlaps = [min(crossfade, len(a), len(b)) for a, b in pairwise(pieces)]
+    out = np.empty(sum(len(p) for p in pieces) - sum(overlaps), dtype=np.float32)
+    pos = 0
+    for k, piece in enumerate(pieces):
+        n = overlaps[k - 1] if k else 0
+        if n:
+            fade = np.linspace(0.0, 1.0, n + 2, dtype=np.float32)[1:-1]
+            out[pos - n : pos] = out[pos - n : pos] * (1 - fade) + piece[:n] * fade
+        out[pos : pos + len(piece) - n] = piece[n:]
+        pos += len(piece) - n
+    return out
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda, else mps, else cpu; an explicit device must be available."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device={name!r} is not a device. Use auto, cuda, cuda:1, mps or cpu.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name}: no CUDA GPU is visible. Use device=auto or device=cpu.")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device={name}: Apple MPS is not available. Use device=auto or device=cpu.")
+    return device
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``auto`` -> bf16 on a CUDA GPU that supports it, else fp32; or ``bf16``, ``fp16``, ``fp32``."""
+    if name == "auto":
+        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if bf16 else torch.float32
+    if name not in DTYPES:
+        raise ConfigError(f"dtype={name!r}: use auto, bf16, fp16 or fp32.")
+    if name == "fp16" and device.type == "cpu":
+        raise ConfigError(
+            "dtype=fp16 needs a GPU (on the CPU it is slow or unsupported). Use dtype=fp32 or bf16."
+        )
+    return DTYPES[name]
+
+
+def _pointing_at(override: str, load, *args):
+    """``load(*args)``, with a :class:`MissingModelError` re-pointed at this CLI's ``override``."""
+    try:
+        return load(*args)
+    except MissingModelError as err:
+        raise MissingModelError(err.what, err.name, override, err.__cause__) from None
+
+
+class _Parts(NamedTuple):
+    """What a checkpoint provides; ``vocoder`` is a loaded model or a name still to load."""
+
+    model: object
+    feature_extractor: object
+    vocoder: object
+    speaker_encoder: str
+    default_speaker: np.ndarray | None
+    generation: Mapping
+
+
+class VoiceConverter:
+    """SpeechT5 voice conversion ready to run: model, feature extractor, vocoder, speaker encoder.
+
+    Build it with :meth:`from_pretrained`. Args of the constructor (the loaded parts):
+        model: ``SpeechT5ForSpeechToSpeech``; feature_extractor: its ``SpeechT5FeatureExtractor``;
+        vocoder: ``SpeechT5HifiGan``.
+        speaker_encoder: hub id or folder of the SpeechBrain x-vector model (loaded on first use).
+        default_speaker: (512,) x-vector used when no reference is given (a bundle's training target).
+        generation: ``threshold``, ``minlenratio``, ``maxlenratio`` of ``generate_speech``.
+        device, dtype: where and in which precision the model and vocoder run.
+        batch_size: chunks per ``generate_speech`` call.
+        max_chunk_seconds: longer sources are split at pauses into chunks no longer than this.
+        crossfade_ms: overlap of neighbouring chunks' outputs.
+        speaker_cache_size: reference x-vectors kept, by content hash (least recently used go first).
+        seed: SpeechT5's decoder pre-net applies dropout at inference too (with one mask shared by
+            the whole batch); reseeding before each batch makes an input's output independent of
+            what it is batched with and repeatable. None: not reseeded.
+        name: how the model is named in messages.
+    """
+
+    def __init__(
+        self,
+        model,
+        feature_extractor,
+        vocoder,
+        *,
+        speaker_encoder: str = DEFAULT_SPEAKER_ENCODER,
+        default_speaker: np.ndarray | None = None,
+        generation: Mapping | None = None,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        batch_size: int = 8,
+        max_chunk_seconds: float = 10.0,
+        crossfade_ms: float = 20.0,
+        speaker_cache_size: int = 256,
+        seed: int | None = 0,
+        name: str = "the model",
+    ):
+        if batch_size < 1:
+            raise ConfigError(f"batch_size={batch_size}: use 1 or more.")
+        if max_chunk_seconds < 1.0:
+            raise ConfigError(f"max_chunk_seconds={max_chunk_seconds}: use at least 1 s (10 s works well).")
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.model = model.to(self.device, dtype).eval()
+        self.vocoder = vocoder.to(self.device, dtype).eval()
+        self.feature_extractor = feature_extractor
+        self.sample_rate = int(feature_extractor.sampling_rate)
+        self.speaker_encoder = str(speaker_encoder)
+        self.default_speaker = (
+            None if default_speaker is None else l2_normalise(np.reshape(default_speaker, -1))
+        )
+        self.generation = self._generation(DEFAULT_GENERATION, generation or {})
+        self.batch_size = int(batch_size)
+        self.max_chunk_seconds = float(max_chunk_seconds)
+        self.crossfade = int(crossfade_ms * self.sample_rate / 1000)
+        self.speaker_cache_size = int(speaker_cache_size)
+        self.seed = seed
+        self.name = name
+        self._embedder = None
+        self._speaker_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        ckpt: str | os.PathLike,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        vocoder: str | None = None,
+        speaker_encoder: str | None = None,
+        generation: Mapping | None = None,
+        batch_size: int = 8,
+        max_chunk_seconds: float = 10.0,
+        crossfade_ms: float = 20.0,
+        speaker_cache_size: int = 256,
+        seed: int | None = 0,
+    ) -> VoiceConverter:
+        """Load a converter from ``ckpt``: a bundle folder, a Lightning ``.ckpt``, or a SpeechT5 hub
+        id or folder (``microsoft/speecht5_vc``).
+
+        ``vocoder`` and ``speaker_encoder`` (hub ids or folders) replace the checkpoint's own; for
+        a hub id they default to ``microsoft/speecht5_hifigan`` and
+        ``speechbrain/spkrec-xvect-voxceleb``. ``generation`` overrides the checkpoint's
+        generation settings. ``device``: auto | cuda | mps | cpu; ``dtype``: auto | bf16 | fp16 | fp32.
+        The other arguments are the constructor's.
+        """
+        from vc.model.bundle import is_bundle
+        from vc.model.pretrained import load_vocoder
+
+        dev = resolve_device(str(device))
+        torch_dtype = resolve_dtype(str(dtype), dev)
+        name = str(ckpt)
+        path = Path(name).expanduser()
+        if is_bundle(path):
+            parts = cls._load_bundle(path)
+        elif path.suffix == ".ckpt" or path.is_file():
+            parts = cls._load_lightning(path)
+        else:
+            parts = cls._load_speecht5(name)
+        # a bundle's vocoder is loaded already; a name (from a .ckpt, the default or the override) is not
+        voc = parts.vocoder
+        if vocoder is not None or isinstance(voc, str):
+            voc = _pointing_at("vocoder", load_vocoder, vocoder or voc)
+        return cls(
+            parts.model,
+            parts.feature_extractor,
+            voc,
+            speaker_encoder=speaker_encoder or parts.speaker_encoder,
+            default_speaker=parts.default_speaker,
+            generation={**parts.generation, **(generation or {})},
+            device=dev,
+            dtype=torch_dtype,
+            batch_size=batch_size,
+            max_chunk_seconds=max_chunk_seconds,
+            crossfade_ms=crossfade_ms,
+            speaker_cache_size=speaker_cache_size,
+            seed=seed,
+            name=name,
+        )
+
+    @staticmethod
+    def _load_bundle(path: Path) -> _Parts:
+        from vc.model.bundle import load_bundle
+
+        try:
+            bundle = load_bundle(path)
+        except MissingModelError as err:
+            raise ConfigError(
+                f"ckpt={path}: the bundle is incomplete or damaged (its {err.what} does not load: {err.__cause__}). "
+                "Export it again with `python -m vc.model.bundle CKPT OUT`."
+            ) from None
+        return _Parts(
+            bundle.model,
+            bundle.feature_extractor,
+            bundle.vocoder,
+            str(bundle.speaker_encoder_dir),
+            bundle.default_speaker,
+            bundle.settings.get("generation") or {},
+        )
+
+    @staticmethod
+    def _load_lightning(path: Path) -> _Parts:
+        """A Lightning checkpoint: the model from its weights, the other parts named in its hparams."""
+        from vc.data.features import make_feature_extractor
+        from vc.model.module import VCLitModule
+
+        if not path.is_file():
+            raise ConfigError(
+                f"ckpt={path}: no such checkpoint file. Check the path (relative paths are relative to where you "
+                "ran the command)."
+            )
+        if path.suffix != ".ckpt":
+            raise ConfigError(
+                f"ckpt={path}: a file that is not a Lightning .ckpt. Point ckpt at a bundle folder, a .ckpt or a hub id."
+            )
+        try:
+            module = VCLitModule.load_from_checkpoint(str(path), map_location="cpu")
+        except (pickle.UnpicklingError, RuntimeError, KeyError, ValueError, EOFError, OSError) as err:
+            raise ConfigError(
+                f"ckpt={path}: not a readable VCLitModule checkpoint ({type(err).__name__}: {err}). "
+                "Use a .ckpt written by train.py, or its exported bundle."
+            ) from None
+        hp = module.hparams
+        if hp.audio:
+            extractor = make_feature_extractor(hp.audio)
+        else:
+            from transformers import SpeechT5FeatureExtractor
+
+            extractor = SpeechT5FeatureExtractor()
+        return _Parts(
+            module.model, extractor, hp.vocoder, hp.speaker_encoder, None, dict(hp.generation or {})
+        )
+
+    @staticmethod
+    def _load_speecht5(name: str) -> _Parts:
+        """A hub id or a SpeechT5 folder: SpeechT5's own vocoder and speaker encoder, no default speaker."""
+        from vc.model.pretrained import load_feature_extractor, load_speecht5, looks_like_path
+
+        path = Path(name).expanduser()
+        if path.is_dir() and not (path / "config.json").is_file():
+            raise ConfigError(
+                f"ckpt={name}: a folder that is neither a bundle (no vc.yaml) nor a SpeechT5 model "
+                "(no config.json). Point ckpt at a bundle folder, a .ckpt file or a hub id."
+            )
+        if not path.exists() and looks_like_path(name):
+            raise ConfigError(
+                f"ckpt={name}: no such bundle, checkpoint or model folder. Check the path (relative paths "
+                "are relative to where you ran the command), or use a hub id such as microsoft/speecht5_vc."
+            )
+        model = _pointing_at("ckpt", load_speecht5, name)
+        extractor = _pointing_at("ckpt", load_feature_extractor, name)
+        return _Parts(model, extractor, DEFAULT_VOCODER, DEFAULT_SPEAKER_ENCODER, None, {})
+
+    @staticmethod
+    def _generation(base: Mapping, overrides: Mapping) -> dict:
+        unknown = sorted(set(overrides) - set(DEFAULT_GENERATION))
+        if unknown:
+            raise ConfigError(
+                f"unknown generation setting(s) {', '.join(unknown)}: use {', '.join(DEFAULT_GENERATION)}."
+            )
+        return {k: float(v) for k, v in {**base, **overrides}.items()}
+
+    # ----------------------------------------------------------------- speakers
+
+    @property
+    def embedder(self):
+        """The :class:`vc.data.speakers.SpeakerEmbedder` (loads the speaker encoder on first use)."""
+        if self._embedder is None:
+            from vc.data.speakers import SpeakerEmbedder
+
+            # SpeechBrain's x-vector front-end is not supported on MPS
+            device = "cuda" if self.device.type == "cuda" else "cpu"
+            self._embedder = SpeakerEmbedder(self.speaker_encoder, device=device)
+        return self._embedder
+
+    def speaker_embedding(self, ref: AudioInput | list | None = None) -> np.ndarray:
+        """The (512,) float32 unit-norm x-vector of ``ref``.
+
+        ``ref``: one audio input (path, bytes, ``(array, sr)`` or a 16 kHz array), a list of them
+        (their x-vectors averaged and re-normalised), or None for the model's default speaker.
+        Each clip's x-vector is cached by the hash of its 16 kHz samples. A clip shorter than
+        1 s logs a warning (the x-vector is unreliable); shorter than 0.25 s is an error.
+        """
+        if ref is None:
+            if self.default_speaker is None:
+                raise ConfigError(
+                    f"no reference audio given, and {self.name} has no default speaker (only bundles exported "
+                    "with one do). Pass ref=<a clip of the target voice>."
+                )
+            return self.default_speaker
+        clips = ref if isinstance(ref, list) else [ref]
+        if not clips:
+            raise ConfigError("ref is an empty list: give at least one clip of the target voice.")
+        return l2_normalise(np.mean([self._clip_embedding(c) for c in clips], axis=0))
+
+    def _clip_embedding(self, clip: AudioInput) -> np.ndarray:
+        name = describe(clip)
+        wav = load_audio(clip, self.sample_rate, min_seconds=MIN_REF_SECONDS)
+        key = content_hash(wav)
+        if key in self._speaker_cache:
+            self._speaker_cache.move_to_end(key)
+            return self._speaker_cache[key]
+        if len(wav) < SHORT_REF_SECONDS * self.sample_rate:
+            log.warning(
+                "reference %s: %.2f s is short for a reliable x-vector; use %.0f s or more of the target voice "
+                "(several clips are averaged).",
+                name,
+                len(wav) / self.sample_rate,
+                3 * SHORT_REF_SECONDS,
+            )
+        try:
+            vec = self.embedder.embed(wav)
+        except MissingModelError as err:
+            raise MissingModelError(err.what, err.name, "speaker_encoder", err.__cause__) from None
+        self._speaker_cache[key] = vec
+        if len(self._speaker_cache) > self.speaker_cache_size:
+            self._speaker_cache.popitem(last=False)
+        return vec
+
+    def _speakers(self, count: int, refs, speaker: np.ndarray | None) -> np.ndarray:
+        """(count, 512) x-vectors: ``speaker`` for all, one ref for all, or one ref per source."""
+        if speaker is not None:
+            if refs is not None:
+                raise ConfigError("give either refs or speaker, not both.")
+            return np.tile(l2_normalise(np.reshape(speaker, -1)), (count, 1))
+        if isinstance(refs, list):
+            if len(refs) != count:
+                raise ConfigError(
+                    f"{len(refs)} references for {count} sources: give one reference for all, or one per source "
+                    "(average several clips for all sources with speaker=converter.speaker_embedding([...]))."
+                )
+            return np.stack([self.speaker_embedding(r) for r in refs])
+        return np.tile(self.speaker_embedding(refs), (count, 1))
+
+    # --------------------------------------------------------------- conversion
+
+    def load_source(self, src: AudioInput, name: str | None = None) -> np.ndarray:
+        """Read a source as (T,) float32 mono 16 kHz; :class:`AudioError` naming it if it is
+        unreadable, empty, NaN/Inf, silent or shorter than 0.1 s."""
+        return load_audio(src, self.sample_rate, name=name, min_seconds=MIN_SOURCE_SECONDS)
+
+    def convert(self, src: AudioInput, ref: AudioInput | list | None = None, **generation) -> Conversion:
+        """Convert one source to the voice of ``ref`` (see :meth:`speaker_embedding`; None: the
+        default speaker). ``generation`` overrides threshold / minlenratio / maxlenratio."""
+        return self.convert_many([src], [ref], **generation)[0]
+
+    def convert_many(
+        self,
+        srcs: Sequence[AudioInput],
+        refs: AudioInput | list | None = None,
+        *,
+        speaker: np.ndarray | None = None,
+        names: Sequence[str] | None = None,
+        **generation,
+    ) -> list[Conversion]:
+        """Convert several sources together; returns one :class:`Conversion` per source, in order.
+
+        ``refs``: None (the default speaker), one reference for all, or a list with one entry per
+        source (an entry may itself be a list of clips to average). ``speaker``: a (512,) x-vector
+        for all instead. ``names``: how the sources are named in messages (default: their paths).
+        ``generation`` overrides threshold / minlenratio / maxlenratio.
+
+        minlenratio counts from the longest chunk of a batch (transformers computes it on the
+        padded length); maxlenratio is applied per chunk.
+        """
+        gen = self._generation(self.generation, generation)
+        srcs = list(srcs)
+        names = [describe(s) for s in srcs] if names is None else list(names)
+        speakers = self._speakers(len(srcs), refs, speaker)
+        wavs = [self.load_source(s, n) for s, n in zip(srcs, names, strict=True)]
+        spans = [split_at_pauses(wav, self.sample_rate, self.max_chunk_seconds) for wav in wavs]
+        chunks = [(i, k, start, end) for i, own in enumerate(spans) for k, (start, end) in enumerate(own)]
+        pieces: dict[int, list] = {i: [None] * len(own) for i, own in enumerate(spans)}
+        results: list[Conversion | None] = [None] * len(srcs)
+        group = self.batch_size * GROUP_BATCHES
+        for g in range(0, len(chunks), group):
+            todo = sorted(chunks[g : g + group], key=lambda c: c[3] - c[2], reverse=True)
+            for b in range(0, len(todo), self.batch_size):
+                batch = todo[b : b + self.batch_size]
+                outs = self._convert_batch(
+                    [wavs[i][start:end] for i, _, start, end in batch], speakers[[c[0] for c in batch]], gen
+                )
+                for (i, k, start, end), out in zip(batch, outs, strict=True):
+                    pieces[i][k] = (start, end, *out)
+            # join the sources whose chunks are all done, so their pieces are freed
+            for i in [i for i, p in pieces.items() if all(x is not None for x in p)]:
+                results[i] = self._finish(pieces.pop(i), len(wavs[i]), names[i], gen)
+        return results
+
+    def _finish(self, pieces: list, src_len: int, name: str, gen: Mapping) -> Conversion:
+        """Chunk outputs ``(start, end, wav, frames, stop_reason)`` of one source -> its Conversion."""
+        wav = crossfade_join([p[2] for p in pieces], self.crossfade)
+        sr = self.sample_rate
+        runaway = sum(p[4] == "max_length" for p in pieces)
+        if runaway:
+            log.warning(
+                "%s: %d of %d chunk(s) ran to the length limit without a stop token (maxlenratio=%g): the output "
+                "may end in babble. Check that the input is speech and the model is trained; lower "
+                "generation.threshold (now %g) to stop earlier, or lower generation.maxlenratio to cap the length.",
+                name,
+                runaway,
+                len(pieces),
+                gen["maxlenratio"],
+                gen["threshold"],
+            )
+        meta = {
+            "src_seconds": src_len / sr,
+            "out_seconds": len(wav) / sr,
+            "frames": sum(p[3] for p in pieces),
+            "chunks": len(pieces),
+            "stop_reason": "max_length" if runaway else "stop_token",
+            "chunk_info": [
+                {"start_s": start / sr, "end_s": end / sr, "frames": frames, "stop_reason": reason}
+                for start, end, _, frames, reason in pieces
+            ],
+        }
+        return Conversion(wav=wav, sample_rate=sr, meta=meta)
+
+    @contextmanager
+    def _seeded(self) -> Iterator[None]:
+        """Reseed the pre-net's dropout for one batch, leaving the caller's random state as it was."""
+        if self.seed is None:
+            yield
+            return
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(self.seed)
+            yield
+
+    def _step_limits(self, attention_mask: torch.Tensor, maxlenratio: float) -> tuple[float, list[int]]:
+        """The maxlenratio to hand ``generate_speech`` and each chunk's own frame limit.
+
+        generate_speech stops after ``int(encoder_len * maxlenratio / reduction_factor)`` decoder
+        steps, with encoder_len the padded (longest) one, and its decoder has positions for only
+        ``max_speech_positions`` steps: the ratio is capped so it never runs past them. Each
+        chunk's limit is what it would get converted alone, in frames.
+        """
+        config = self.model.config
+        r = config.reduction_factor
+        lengths = self.model.speecht5.encoder.prenet._get_feat_extract_output_lengths(attention_mask.sum(-1))
+        enc_lens = [int(n) for n in lengths]
+        ratio = min(maxlenratio, config.max_speech_positions * r / max(enc_lens))
+        batch_steps = max(1, int(max(enc_lens) * ratio / r))
+        return ratio, [min(max(1, int(n * maxlenratio / r)), batch_steps) * r for n in enc_lens]
+
+    @torch.inference_mode()
+    def _convert_batch(self, wavs: list[np.ndarray], speakers: np.ndarray, gen: Mapping) -> list[tuple]:
+        """(T_i,) 16 kHz chunks + (B, 512) x-vectors -> per chunk ``(wav (T_i',) float32, frames, stop_reason)``."""
+        features = self.feature_extractor(
+            audio=wavs,
+            sampling_rate=self.sample_rate,
+            padding=True,
+            return_attention_mask=True,
+            return_tensors="pt",
+        )
+        inputs = features["input_values"].to(self.device, self.dtype)
+        mask = features["attention_mask"].to(self.device)
+        ratio, limits = self._step_limits(mask, gen["maxlenratio"])
+        with self._seeded():
+            mels, lengths = self.model.generate_speech(
+                inputs,
+                torch.from_numpy(speakers).to(self.device, self.dtype),
+                attention_mask=mask,
+                threshold=gen["threshold"],
+                minlenratio=gen["minlenratio"],
+                maxlenratio=ratio,
+                return_output_lengths=True,
+            )
+        # in a batch a chunk may run past its own limit (the batch's is the longest chunk's): cut it there
+        frames = [min(int(n), limit) for n, limit in zip(lengths, limits, strict=True)]
+        reasons = [
+            "max_length" if int(n) >= limit else "stop_token"
+            for n, limit in zip(lengths, limits, strict=True)
+        ]
+        return list(zip(self._vocode(mels, frames), frames, reasons, strict=True))
+
+    def _vocode(self, mels: torch.Tensor, frames: list[int]) -> list[np.ndarray]:
+        """(B, T, 80) log-mels, each valid for ``frames[i]`` -> (frames[i] * hop,) float32 waveforms."""
+        longest = max(frames)
+        # Pad with the vocoder's input mean: after its normalisation that is the zero padding a
+        # lone clip gets from the first conv, so batching changes less at the edges.
+        mean = getattr(self.vocoder, "mean", None) if self.vocoder.config.normalize_before else None
+        padded = mels.new_zeros(len(frames), longest, mels.shape[-1])
+        if mean is not None:
+            padded[:] = mean.to(padded.dtype)
+        for i, n in enumerate(frames):
+            padded[i, :n] = mels[i, :n]
+        audio = self.vocoder(padded)
+        hop = audio.shape[-1] // longest
+        # copies, so that a kept chunk does not hold on to the whole padded batch
+        return [audio[i, : n * hop].float().cpu().numpy().copy() for i, n in enumerate(frames)]

@@ -1,0 +1,240 @@
+"""run(cfg): convert audio files, folders or globs to the voice of a reference; 16 kHz mono WAVs out.
+
+    python infer.py ckpt=BUNDLE src=speech.flac ref=target.wav out=converted.wav
+    python infer.py ckpt=BUNDLE src=recordings/ ref=target.wav out=converted/    # the tree mirrored
+    python infer.py ckpt=microsoft/speecht5_vc src="in/**/*.mp3" ref=target.wav
+    python infer.py ckpt=BUNDLE mode=serve                                      # the local endpoint
+
+A bad file is reported and skipped; the others are still converted, and the run ends with an
+error listing the bad ones (exit status 2).
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, ListConfig
+from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from vc.audio import AUDIO_EXTENSIONS, find_audio_files, write_wav
+from vc.converter import VoiceConverter
+from vc.errors import AudioError, ConfigError, VCError
+
+log = logging.getLogger(__name__)
+
+OUT_SUBTYPES = {"pcm16": "PCM_16", "float": "FLOAT"}
+# failures quoted in the final error message; the log lists them all
+QUOTED_FAILURES = 5
+
+
+@dataclass(frozen=True)
+class Job:
+    """One source file and the WAV it becomes."""
+
+    src: Path
+    out: Path
+
+
+def expand(spec: str, key: str) -> tuple[list[Path], Path | None]:
+    """A file, folder or glob (``key`` names the config key in errors) -> ``(files, base)``.
+
+    ``files`` are sorted audio files (by extension; a single named file is taken as it is);
+    ``base`` is the folder the tree is mirrored from, None for a single file.
+    """
+    if glob.has_magic(spec):
+        parts = Path(spec).parts
+        fixed = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+        matched = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
+        files = [p for p in matched if p.suffix.lower() in AUDIO_EXTENSIONS]
+        if not files:
+            raise AudioError(
+                f"{key}={spec}: the pattern matches no audio files ({len(matched)} other files). Audio files end in "
+                f"{', '.join(AUDIO_EXTENSIONS)}; quote the pattern so the shell does not expand it."
+            )
+        return files, Path(*parts[:fixed])
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        files = find_audio_files(path)
+        if not files:
+            raise AudioError(
+                f"{key}={spec}: no audio files in this folder or below it (looked for {', '.join(AUDIO_EXTENSIONS)}). "
+                f"Point {key} at a folder with audio, a file or a glob."
+            )
+        return files, path
+    if path.is_file():
+        return [path], None
+    raise AudioError(
+        f"{key}={spec}: no such file or folder. Check the path (relative paths are relative to where you ran "
+        "the command)."
+    )
+
+
+def plan(src: str, out: str | None, default_out: Path | None) -> list[Job]:
+    """Pair every source file with its output path.
+
+    A single file goes to ``out`` if that ends in .wav, else into the folder ``out`` (default
+    ``default_out``) as ``<stem>.wav``. A folder or glob mirrors its tree under the folder ``out``;
+    ``a.flac`` and ``a.wav`` side by side become ``a.wav`` and ``a.flac.wav``.
+    """
+    files, base = expand(src, "src")
+    root = Path(out).expanduser() if out is not None else default_out
+    if base is None:
+        target = root if root.suffix.lower() == ".wav" else root / f"{files[0].stem}.wav"
+        jobs = [Job(files[0], target)]
+    else:
+        if root.suffix.lower() == ".wav":
+            raise ConfigError(
+                f"out={out} is a file name, but src={src} holds {len(files)} files: give a folder (the tree is mirrored)."
+            )
+        jobs, taken = [], set()
+        for file in files:
+            rel = file.relative_to(base)
+            target = root / rel.with_suffix(".wav")
+            if target in taken:
+                target = root / rel.with_name(rel.name + ".wav")
+            taken.add(target)
+            jobs.append(Job(file, target))
+    for job in jobs:
+        if job.out.resolve() == job.src.resolve():
+            raise ConfigError(
+                f"out={out} would overwrite the source {job.src}: write to another file or folder."
+            )
+    return jobs
+
+
+def references(ref) -> list[Path] | None:
+    """``ref`` from the config (None, a file, folder or glob, or a list of files) -> files or None."""
+    if ref is None:
+        return None
+    if isinstance(ref, (list, ListConfig)):
+        return [Path(str(r)).expanduser() for r in ref]
+    return expand(str(ref), "ref")[0]
+
+
+def load_converter(cfg: DictConfig) -> VoiceConverter:
+    """The :class:`VoiceConverter` the config describes (building the tiny models first if asked)."""
+    if cfg.get("tiny_models"):
+        from vc.model.tiny import build_tiny_models
+
+        build_tiny_models(cfg.tiny_models)
+    generation = {k: v for k, v in (cfg.get("generation") or {}).items() if v is not None}
+    return VoiceConverter.from_pretrained(
+        str(cfg.ckpt),
+        device=str(cfg.device),
+        dtype=str(cfg.dtype),
+        vocoder=cfg.get("vocoder"),
+        speaker_encoder=cfg.get("speaker_encoder"),
+        generation=generation,
+        batch_size=int(cfg.batch_size),
+        max_chunk_seconds=float(cfg.max_chunk_seconds),
+        crossfade_ms=float(cfg.crossfade_ms),
+        seed=cfg.get("seed"),
+    )
+
+
+def run(cfg: DictConfig) -> dict:
+    """Convert ``cfg.src`` to the voice of ``cfg.ref`` as ``conf/infer.yaml`` describes.
+
+    Returns ``{"converted", "skipped", "failed", "audio_seconds", "wall_seconds", "rtf", "outputs"}``.
+    Raises :class:`VCError` (exit status 2 from the CLI) after converting all it can if any file
+    failed; with ``mode=serve`` it runs :func:`vc.serve.run` instead.
+    """
+    mode = cfg.get("mode", "convert")
+    if mode == "serve":
+        from vc.serve import run as serve
+
+        return serve(cfg)
+    if mode != "convert":
+        raise ConfigError(f"mode={mode}: use convert or serve.")
+    if cfg.out_format not in OUT_SUBTYPES:
+        raise ConfigError(f"out_format={cfg.out_format}: use {' or '.join(OUT_SUBTYPES)}.")
+    default_out = None if cfg.out is not None else Path(cfg.paths.output_dir) / "converted"
+    jobs = plan(str(cfg.src), cfg.out, default_out)
+    todo = [job for job in jobs if cfg.overwrite or not job.out.exists()]
+    summary = {"converted": 0, "skipped": len(jobs) - len(todo), "failed": 0, "audio_seconds": 0.0}
+    summary.update(wall_seconds=0.0, rtf=0.0, outputs=[])
+    if summary["skipped"]:
+        log.info(
+            "%d of %d outputs exist already and are skipped (overwrite=true converts them again)",
+            summary["skipped"],
+            len(jobs),
+        )
+    failures: list[str] = []
+    if todo:
+        converter = load_converter(cfg)
+        # one x-vector for all files, computed up front: a bad reference fails once, before any work
+        speaker = converter.speaker_embedding(references(cfg.ref))
+        log.info(
+            "converting %d file(s) into %s", len(todo), os.path.commonpath([str(j.out.parent) for j in todo])
+        )
+        start = time.perf_counter()
+        with (
+            logging_redirect_tqdm(),
+            tqdm(total=len(todo), unit="file", desc="converting", disable=None) as bar,
+        ):
+            for g in range(0, len(todo), converter.batch_size):
+                group = todo[g : g + converter.batch_size]
+                failures += _convert_group(converter, group, speaker, OUT_SUBTYPES[cfg.out_format], summary)
+                bar.update(len(group))
+        summary["wall_seconds"] = time.perf_counter() - start
+        summary["rtf"] = summary["wall_seconds"] / max(summary["audio_seconds"], 1e-9)
+    summary["failed"] = len(failures)
+    log.info(
+        "converted %d files (%.1f s of audio) in %.1f s, real-time factor %.3f; %d skipped; %d failed",
+        summary["converted"],
+        summary["audio_seconds"],
+        summary["wall_seconds"],
+        summary["rtf"],
+        summary["skipped"],
+        summary["failed"],
+    )
+    if failures:
+        for reason in failures:
+            log.error("failed: %s", reason)
+        more = (
+            f"; and {len(failures) - QUOTED_FAILURES} more (listed above)"
+            if len(failures) > QUOTED_FAILURES
+            else ""
+        )
+        raise VCError(
+            f"{len(failures)} of {len(jobs)} file(s) failed: " + "; ".join(failures[:QUOTED_FAILURES]) + more
+        )
+    return summary
+
+
+def _convert_group(
+    converter: VoiceConverter, group: list[Job], speaker, subtype: str, summary: dict
+) -> list[str]:
+    """Convert and write a few files together; returns the failure messages of the bad ones."""
+    failures, loaded = [], []
+    for job in group:
+        try:
+            loaded.append((job, converter.load_source(job.src, str(job.src))))
+        except AudioError as err:
+            log.error("%s", err)
+            failures.append(str(err))
+    if not loaded:
+        return failures
+    results = converter.convert_many(
+        [wav for _, wav in loaded], speaker=speaker, names=[str(j.src) for j, _ in loaded]
+    )
+    for (job, _), result in zip(loaded, results, strict=True):
+        try:
+            write_wav(job.out, result.wav, result.sample_rate, subtype=subtype)
+        except OSError as err:
+            reason = (
+                f"{job.out}: cannot write the output ({err}). Check that the folder is writable, or set out=."
+            )
+            log.error("%s", reason)
+            failures.append(reason)
+            continue
+        summary["converted"] += 1
+        summary["audio_seconds"] += result.meta["src_seconds"]
+        summary["outputs"].append(str(job.out))
+    return failures
