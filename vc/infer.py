@@ -171,7 +171,9 @@ def run(cfg: DictConfig) -> dict:
         # one x-vector for all files, computed up front: a bad reference fails once, before any work
         speaker = converter.speaker_embedding(references(cfg.ref))
         log.info(
-            "converting %d file(s) into %s", len(todo), os.path.commonpath([str(j.out.parent) for j in todo])
+            "converting %d file(s) into %s",
+            len(todo),
+            os.path.commonpath([str(j.out.parent.absolute()) for j in todo]),
         )
         start = time.perf_counter()
         with (
