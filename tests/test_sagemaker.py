@@ -419,6 +419,25 @@ def test_model_tar_layout(tmp_path):
         build_model_tar(tmp_path, tmp_path / "x.tar.gz", pytorch_version=None)
 
 
+def test_requirements_come_from_pyproject_when_the_package_is_not_installed(monkeypatch):
+    """Inside a training job the code is only on sys.path: the dependencies come from pyproject.toml."""
+    import importlib.metadata
+
+    from vc.sagemaker import package
+
+    installed = package.project_requirements()
+
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "requires", not_installed)
+    from packaging.requirements import Requirement
+
+    assert sorted(map(str, map(Requirement, package.project_requirements()))) == sorted(
+        map(str, map(Requirement, installed))
+    )
+
+
 def test_staged_job_code(tmp_path):
     code = stage_job_code(tmp_path / "code", pytorch_version="2.9.0")
     assert (code / "vc" / "sagemaker" / "entry.py").is_file() and (code / "conf" / "train.yaml").is_file()
@@ -614,3 +633,52 @@ def test_hydra_launcher_submits_one_job_per_sweep_point(tmp_path):
     assert hps["trainer.precision"] == "bf16" and not any(k.startswith("hydra") for k in hps)
     # Hydra escapes ':' in sweep overrides; the job reads the same value back
     assert _meaning([f"sagemaker.role={hps['sagemaker.role']}"]) == _meaning([f"sagemaker.role={ROLE}"])
+
+
+# ---------------------------------------------------------------- handler on the tiny bundle
+
+
+def test_handler_functions_on_the_tiny_bundle(tiny_bundle):
+    from vc.sagemaker.inference import model_fn, predict_fn
+
+    model = model_fn(str(tiny_bundle))
+    for src in (wav_b64(0.6, 16000, 1), wav_b64(0.6, 44100, 2)):
+        body = json.dumps(
+            {"src_wav_b64": src, "ref_wav_b64": wav_b64(1.0, 44100, 2), "parameters": {"maxlenratio": 2}}
+        )
+        prediction = predict_fn(input_fn(body, "application/json"), model)
+        reply = json.loads(output_fn(prediction, "application/json"))
+        wav, sr = sf.read(io.BytesIO(base64.b64decode(reply["wav_b64"])))
+        assert sr == reply["sample_rate"] == 16000 and wav.ndim == 1 and len(wav) > 0
+    # no reference: the bundle's default speaker
+    prediction = predict_fn(input_fn(json.dumps({"src_wav_b64": wav_b64()}), "application/json"), model)
+    assert prediction.sample_rate == 16000
+
+
+def test_packaged_model_runs_on_its_own_code(tiny_bundle, tmp_path):
+    """model.tar.gz unpacked as SageMaker does; code/inference.py imports the vc copy beside it."""
+    import subprocess
+    import sys
+
+    archive = build_model_tar(tiny_bundle, tmp_path / "model.tar.gz", pytorch_version="2.6.0")
+    model_dir = tmp_path / "opt_ml_model"
+    with tarfile.open(archive) as tar:
+        tar.extractall(model_dir, filter="data")
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({"src_wav_b64": wav_b64(0.6, 22050, 2), "ref_wav_b64": wav_b64(1.0)}))
+    script = (
+        "import json, sys; sys.path.insert(0, sys.argv[1] + '/code'); import inference, vc; "
+        "assert vc.__file__.startswith(sys.argv[1]), vc.__file__; "
+        "m = inference.model_fn(sys.argv[1]); "
+        "data = inference.input_fn(open(sys.argv[2]).read(), 'application/json'); "
+        "print(json.loads(inference.output_fn(inference.predict_fn(data, m), 'application/json'))['sample_rate'])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(model_dir), str(request)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "16000"

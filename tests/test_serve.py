@@ -174,3 +174,96 @@ def test_load_script_only_targets_this_machine():
             check_url(url)
     with pytest.raises(ConfigError, match="--clients"):
         bench("http://127.0.0.1:9", b"{}", clients=1000)
+
+
+# ---------------------------------------------------------------- the tiny bundle
+
+
+def tiny_body(**extra) -> bytes:
+    # maxlenratio 2 keeps each conversion to a few decoder steps
+    return json.dumps(
+        {
+            "src_wav_b64": wav_file_b64(0.6, 44100, 2),
+            "ref_wav_b64": wav_file_b64(1.0),
+            "parameters": {"maxlenratio": 2},
+            **extra,
+        }
+    ).encode()
+
+
+@pytest.fixture(scope="module")
+def tiny_converter(tiny_bundle):
+    from vc.sagemaker.inference import model_fn
+
+    return model_fn(str(tiny_bundle))
+
+
+def test_endpoint_on_the_tiny_bundle(tiny_converter):
+    with serving(tiny_converter, max_batch_size=4, max_wait_ms=50) as server:
+        url = f"{server.url}/invocations"
+        status, reply = call(url, tiny_body())
+        assert status == 200
+        wav, sr = sf.read(io.BytesIO(base64.b64decode(reply["wav_b64"])))
+        assert sr == 16000 and wav.ndim == 1 and len(wav) > 0
+        assert call(url, b"{oops")[0] == 400
+        with ThreadPoolExecutor(6) as pool:
+            results = list(pool.map(lambda _: call(url, tiny_body()), range(6)))
+        assert [status for status, _ in results] == [200] * 6
+        assert max(server.batcher.batch_sizes) > 1
+
+
+def test_load_run_on_the_tiny_bundle_batching_against_batch_size_one(tiny_converter, tmp_path, capsys):
+    src, ref = tmp_path / "src.wav", tmp_path / "ref.wav"
+    src.write_bytes(base64.b64decode(wav_file_b64(2.0, 44100, 2)))
+    ref.write_bytes(base64.b64decode(wav_file_b64(1.0)))
+    # a threshold no step reaches: every request generates up to maxlenratio, the same work each time
+    body = json.dumps(request_payload(src, ref, {"threshold": 5, "maxlenratio": 2})).encode()
+    lines = []
+    for max_batch_size in (8, 1):
+        with serving(tiny_converter, max_batch_size=max_batch_size, max_wait_ms=10) as server:
+            result = bench(server.url, body, clients=8, requests=24, timeout=120, max_seconds=120)
+        assert result["failed"] == 0
+        lines.append(format_result(result, f"tiny bundle, max_batch_size={max_batch_size}"))
+    with capsys.disabled():
+        print("\n" + "\n".join(lines))
+
+
+def test_infer_py_serve_command_stops_cleanly_on_sigterm(tiny_bundle, tmp_path):
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from vc.sagemaker import PROJECT_ROOT
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [
+        sys.executable,
+        "infer.py",
+        "mode=serve",
+        f"ckpt={tiny_bundle}",
+        f"serve.port={port}",
+        f"hydra.run.dir={tmp_path}",
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                assert call(f"http://127.0.0.1:{port}/ping")[0] == 200
+                break
+            except urllib.error.URLError:
+                assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
+                time.sleep(0.5)
+        assert call(f"http://127.0.0.1:{port}/invocations", tiny_body())[0] == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "POST /invocations 200" in proc.stdout.read()

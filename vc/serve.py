@@ -68,6 +68,7 @@ class Batcher:
         self.max_batch_size = int(max_batch_size)
         self.max_wait = float(max_wait_ms) / 1000.0
         self.batch_sizes: Counter[int] = Counter()
+        self._stats_lock = threading.Lock()  # /stats reads from request threads while the worker counts
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="vc-batcher", daemon=True)
 
@@ -106,7 +107,8 @@ class Batcher:
 
     def stats(self) -> dict:
         """``{"requests", "batches", "batch_sizes": {size: count}}`` since the start."""
-        sizes = dict(sorted(self.batch_sizes.items()))
+        with self._stats_lock:
+            sizes = dict(sorted(self.batch_sizes.items()))
         return {
             "requests": sum(k * v for k, v in sizes.items()),
             "batches": sum(sizes.values()),
@@ -143,7 +145,8 @@ class Batcher:
             except Exception as err:  # a bug or a broken model: answer 500, keep serving
                 log.exception("batch of %d failed", len(batch))
                 results = [err] * len(batch)
-            self.batch_sizes[len(batch)] += 1
+            with self._stats_lock:
+                self.batch_sizes[len(batch)] += 1
             for job, result in zip(batch, results, strict=True):
                 job.result = result
                 job.done.set()

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vc.audio import SAMPLE_RATE, b64_to_bytes, load_audio, wav_to_b64
+from vc.converter import MIN_REF_SECONDS, MIN_SOURCE_SECONDS, VoiceConverter
 from vc.errors import VCError
 
 log = logging.getLogger(__name__)
@@ -37,9 +38,6 @@ DEFAULT_MAX_REQUEST_MB = 5.0
 # what a request may ask of generation; maxlenratio's bound caps the work one request can cause
 # (a threshold above the sum of a step's stop probabilities just runs to that length limit)
 GENERATION_LIMITS = {"threshold": (0.0, 10.0), "minlenratio": (0.0, 10.0), "maxlenratio": (0.5, 20.0)}
-# a source this short gives no speech to convert; a reference this short gives no usable x-vector
-MIN_SRC_SECONDS = 0.1
-MIN_REF_SECONDS = 0.25
 
 
 class RequestError(VCError):
@@ -66,8 +64,6 @@ def max_request_bytes() -> int:
 
 def model_fn(model_dir: str, context=None):
     """Load the bundle in ``model_dir`` (a model.tar.gz unpacked, or any bundle folder) as a VoiceConverter."""
-    from vc.converter import VoiceConverter
-
     log.info("loading the bundle in %s", model_dir)
     return VoiceConverter.from_pretrained(
         model_dir, device=os.environ.get("VC_DEVICE", "auto"), dtype=os.environ.get("VC_DTYPE", "auto")
@@ -128,7 +124,8 @@ def input_fn(request_body: bytes | str, request_content_type: str = JSON) -> Con
         )
     if "src_wav_b64" not in payload:
         raise RequestError("missing 'src_wav_b64': the base64 of the audio file to convert.")
-    src = _audio(payload, "src_wav_b64", MIN_SRC_SECONDS)
+    # checked here, on the request's own thread, so a bad one never reaches a batch
+    src = _audio(payload, "src_wav_b64", MIN_SOURCE_SECONDS)
     ref = _audio(payload, "ref_wav_b64", MIN_REF_SECONDS) if payload.get("ref_wav_b64") is not None else None
     return ConversionRequest(src=src, ref=ref, generation=_generation(payload.get("parameters")))
 
