@@ -149,7 +149,7 @@ def test_bad_files_are_listed_and_the_others_converted(tiny_bundle, utterances, 
     assert message.startswith("5 of 6 file(s) failed: ")
     log = "\n".join(r.message for r in caplog.records)
     expected = {
-        "empty.wav": "not a readable audio file",
+        "empty.wav": "empty file (0 bytes)",
         "text.wav": "not a readable audio file",
         "short.wav": "0.050 s is too short; at least 0.10 s is needed",
         "silence.wav": "the audio is silent",

@@ -36,12 +36,14 @@ def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     return resample_poly(wav, target_sr // g, orig_sr // g).astype(np.float32)
 
 
-def _to_mono(data: np.ndarray) -> np.ndarray:
-    """(T,) or (T, C) -> (T,) by averaging channels."""
+def _to_mono(data: np.ndarray, channels_first_ok: bool = False) -> np.ndarray:
+    """(T,) or (T, C) -> (T,) by averaging channels.
+
+    With ``channels_first_ok`` (arrays from users), a short first axis is taken as channels.
+    """
     data = np.asarray(data, dtype=np.float32)
     if data.ndim == 2:
-        # soundfile gives (frames, channels); arrays from users may come (channels, frames)
-        if data.shape[0] < data.shape[1] and data.shape[0] <= 8:
+        if channels_first_ok and data.shape[0] < data.shape[1] and data.shape[0] <= 8:
             data = data.T
         data = data.mean(axis=1)
     if data.ndim != 1:
@@ -79,9 +81,13 @@ def load_audio(
     if isinstance(src, (str, os.PathLike)):
         path = Path(src)
         if not path.exists():
-            raise AudioError(f"{label}: no such file. Check the path (relative paths are relative to where you ran the command).")
+            raise AudioError(
+                f"{label}: no such file. Check the path (relative paths are relative to where you ran the command)."
+            )
         if path.is_dir():
             raise AudioError(f"{label}: is a folder, not an audio file.")
+        if path.stat().st_size == 0:
+            raise AudioError(f"{label}: empty file (0 bytes). Re-export or re-record it.")
         try:
             data, sr = sf.read(str(path), dtype="float32", always_2d=True)
         except Exception as err:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
@@ -95,18 +101,23 @@ def load_audio(
         try:
             data, sr = sf.read(io.BytesIO(bytes(src)), dtype="float32", always_2d=True)
         except Exception as err:
-            raise AudioError(f"{label}: the bytes are not a readable audio file ({err}). Send WAV, FLAC, OGG or MP3.") from None
+            raise AudioError(
+                f"{label}: the bytes are not a readable audio file ({err}). Send WAV, FLAC, OGG or MP3."
+            ) from None
     elif isinstance(src, tuple):
         data, sr = src
     else:
         data, sr = src, sample_rate
-    wav = resample(_to_mono(data), int(sr), sample_rate)
+    from_file = isinstance(src, (str, os.PathLike, bytes, bytearray))
+    wav = resample(_to_mono(data, channels_first_ok=not from_file), int(sr), sample_rate)
     if check:
         check_audio(wav, label, sample_rate=sample_rate, min_seconds=min_seconds)
     return np.ascontiguousarray(wav, dtype=np.float32)
 
 
-def check_audio(wav: np.ndarray, name: str, *, sample_rate: int = SAMPLE_RATE, min_seconds: float = 0.0) -> None:
+def check_audio(
+    wav: np.ndarray, name: str, *, sample_rate: int = SAMPLE_RATE, min_seconds: float = 0.0
+) -> None:
     """Raise :class:`AudioError` for empty, too short, NaN/Inf or silent audio."""
     if wav.size == 0:
         raise AudioError(f"{name}: empty audio (0 samples). Record or select a clip with speech in it.")
@@ -117,15 +128,25 @@ def check_audio(wav: np.ndarray, name: str, *, sample_rate: int = SAMPLE_RATE, m
             f"{name}: {wav.size / sample_rate:.3f} s is too short; at least {min_seconds:.2f} s is needed."
         )
     if np.abs(wav).max() < SILENCE_PEAK:
-        raise AudioError(f"{name}: the audio is silent (peak below {SILENCE_PEAK:g}). Use a clip with speech in it.")
+        raise AudioError(
+            f"{name}: the audio is silent (peak below {SILENCE_PEAK:g}). Use a clip with speech in it."
+        )
 
 
-def write_wav(path: str | os.PathLike, wav: np.ndarray, sample_rate: int = SAMPLE_RATE, subtype: str = "PCM_16") -> Path:
+def write_wav(
+    path: str | os.PathLike, wav: np.ndarray, sample_rate: int = SAMPLE_RATE, subtype: str = "PCM_16"
+) -> Path:
     """Write mono float audio to a WAV file atomically (write to a temp name, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    sf.write(str(tmp), np.clip(np.asarray(wav, dtype=np.float32), -1.0, 1.0), sample_rate, subtype=subtype, format="WAV")
+    sf.write(
+        str(tmp),
+        np.clip(np.asarray(wav, dtype=np.float32), -1.0, 1.0),
+        sample_rate,
+        subtype=subtype,
+        format="WAV",
+    )
     os.replace(tmp, path)
     return path
 
@@ -133,7 +154,9 @@ def write_wav(path: str | os.PathLike, wav: np.ndarray, sample_rate: int = SAMPL
 def wav_bytes(wav: np.ndarray, sample_rate: int = SAMPLE_RATE, subtype: str = "PCM_16") -> bytes:
     """Encode mono float audio as the bytes of a WAV file."""
     buf = io.BytesIO()
-    sf.write(buf, np.clip(np.asarray(wav, dtype=np.float32), -1.0, 1.0), sample_rate, subtype=subtype, format="WAV")
+    sf.write(
+        buf, np.clip(np.asarray(wav, dtype=np.float32), -1.0, 1.0), sample_rate, subtype=subtype, format="WAV"
+    )
     return buf.getvalue()
 
 
@@ -149,7 +172,9 @@ def b64_to_bytes(text: str, field: str) -> bytes:
     try:
         return base64.b64decode(text, validate=True)
     except (ValueError, TypeError) as err:
-        raise AudioError(f"'{field}' is not valid base64 ({err}). Encode the audio file's bytes with base64.") from None
+        raise AudioError(
+            f"'{field}' is not valid base64 ({err}). Encode the audio file's bytes with base64."
+        ) from None
 
 
 def content_hash(data: bytes | np.ndarray, *extra: str) -> str:

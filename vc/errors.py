@@ -33,8 +33,8 @@ class MissingModelError(VCError):
         fix = fix or (
             "It is neither a local folder nor reachable on the Hugging Face hub (offline?). Download it once "
             f"where the hub is reachable (e.g. `huggingface-cli download {name} --local-dir /path/to/{local}`) "
-            f"and point at the copy with `{override}=/path/to/{local}`, or use `experiment=smoke` for the "
-            "offline tiny model."
+            f"and point at the copy with `{override}=/path/to/{local}`. (`python train.py experiment=smoke` "
+            "runs offline on tiny models.)"
         )
         super().__init__(f"Could not load the {what} '{name}'{reason}. {fix}")
         self.what, self.name, self.override = what, name, override
