@@ -124,7 +124,8 @@ def build_model_tar(
 
 
 def stage_job_code(out_dir: str | os.PathLike, *, pytorch_version: str | None) -> Path:
-    """Copy what a training job runs into ``out_dir``: vc/, conf/, pyproject.toml, requirements.txt.
+    """Copy what a training job runs into ``out_dir``: vc/, conf/ (without conf/local/), pyproject.toml,
+    requirements.txt.
 
     Only these go up to S3, never data, caches or outputs that sit in the checkout.
     """
@@ -135,7 +136,13 @@ def stage_job_code(out_dir: str | os.PathLike, *, pytorch_version: str | None) -
         )
     out.mkdir(parents=True, exist_ok=True)
     shutil.copytree(PACKAGE_DIR, out / "vc", ignore=_IGNORE, dirs_exist_ok=True)
-    shutil.copytree(PROJECT_ROOT / "conf", out / "conf", ignore=_IGNORE, dirs_exist_ok=True)
+    # conf/local/ holds this machine's settings (data roots, W&B entity): the job gets the shared configs
+    shutil.copytree(
+        PROJECT_ROOT / "conf",
+        out / "conf",
+        ignore=shutil.ignore_patterns("__pycache__", ".*", "local"),
+        dirs_exist_ok=True,
+    )
     if (PROJECT_ROOT / "pyproject.toml").is_file():
         shutil.copy2(PROJECT_ROOT / "pyproject.toml", out / "pyproject.toml")
     (out / "requirements.txt").write_text(requirements_txt(pytorch_version))
