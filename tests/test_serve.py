@@ -107,7 +107,7 @@ def test_bad_requests_get_a_json_error_and_the_server_keeps_serving():
                 json.dumps({"src_wav_b64": wav_file_b64(0.0)}).encode(),
                 "application/json",
                 400,
-                "src_wav_b64",
+                "src_wav_b64: empty audio",
             ),
             "silent audio": (
                 json.dumps({"src_wav_b64": wav_file_b64(amplitude=0.0)}).encode(),
