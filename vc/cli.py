@@ -76,6 +76,21 @@ def main(run: Callable[[DictConfig], object], cfg: DictConfig):
     return float("nan")
 
 
+def run_command(action: Callable[[], object], done: str) -> int:
+    """For plain (argparse) commands: run ``action``, print ``done.format(result)`` and return 0,
+    or print a :class:`VCError` as one line and return 2."""
+    try:
+        result = action()
+    except Exception as err:
+        user = user_error(err)
+        if user is None:
+            raise
+        print(f"error: {user}", file=sys.stderr)
+        return 2
+    print(done.format(result))
+    return 0
+
+
 def _finish_wandb() -> None:
     if "wandb" in sys.modules:
         import wandb

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from vc.errors import ConfigError, MissingModelError, VCError
+from vc.errors import ConfigError, MissingModelError
 
 BUNDLE_FILE = "vc.yaml"
 
@@ -153,16 +153,17 @@ def main(argv: list[str] | None = None) -> int:
         "--default-speaker", default=None, help=".npy x-vector used when no reference is given"
     )
     args = parser.parse_args(argv)
-    try:
-        default = np.load(args.default_speaker) if args.default_speaker else None
-        out = checkpoint_to_bundle(
-            args.ckpt, args.out, speaker_source=args.speaker_source, default_speaker=default
-        )
-    except VCError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"bundle written to {out}")
-    return 0
+    from vc.cli import run_command
+
+    return run_command(
+        lambda: checkpoint_to_bundle(
+            args.ckpt,
+            args.out,
+            speaker_source=args.speaker_source,
+            default_speaker=np.load(args.default_speaker) if args.default_speaker else None,
+        ),
+        "bundle written to {}",
+    )
 
 
 if __name__ == "__main__":

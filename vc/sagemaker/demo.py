@@ -71,13 +71,9 @@ def run_demo(overrides: Sequence[str]) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        out = run_demo(sys.argv[1:] if argv is None else argv)
-    except VCError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"wrote {out}")
-    return 0
+    from vc.cli import run_command
+
+    return run_command(lambda: run_demo(sys.argv[1:] if argv is None else argv), "wrote {}")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-from vc.errors import ConfigError, VCError
+from vc.errors import ConfigError
 from vc.model.bundle import is_bundle
 from vc.sagemaker import PROJECT_ROOT
 
@@ -165,13 +165,11 @@ def main(argv: list[str] | None = None) -> int:
         from vc.sagemaker import compose_train_config
 
         args.pytorch_version = str(compose_train_config().sagemaker.images.inference.pytorch_version)
-    try:
-        out = build_model_tar(args.bundle, args.out, pytorch_version=args.pytorch_version)
-    except VCError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"wrote {out}")
-    return 0
+    from vc.cli import run_command
+
+    return run_command(
+        lambda: build_model_tar(args.bundle, args.out, pytorch_version=args.pytorch_version), "wrote {}"
+    )
 
 
 if __name__ == "__main__":
