@@ -36,7 +36,7 @@ def mel_figure(mels: Mapping[str, np.ndarray], title: str = "", hop_seconds: flo
         ax.set_ylabel("mel bin")
     fig.colorbar(im, ax=axes[0].tolist(), fraction=0.02, label="log10 mel")
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, y=1.04)
     return fig
 
 

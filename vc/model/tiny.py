@@ -184,6 +184,13 @@ def build_tiny_hifigan(path: str | os.PathLike, seed: int = 0) -> Path:
     with torch.no_grad():
         model.mean.copy_(torch.linspace(-2.0, -4.0, config.model_in_dim))
         model.scale.copy_(torch.full((config.model_in_dim,), 1.2))
+        # random init gives ~1e-7 amplitude, which every silence check rejects: scale the last
+        # layer so a plausible mel comes out at speech level (RMS about 0.1)
+        with _seeded(seed):
+            probe = model.mean + model.scale * torch.randn(200, config.model_in_dim)
+        rms = model(probe).pow(2).mean().sqrt()
+        model.conv_post.weight.mul_(0.1 / rms)
+        model.conv_post.bias.mul_(0.1 / rms)
     model.save_pretrained(path, safe_serialization=True)
     return path
 
