@@ -133,6 +133,7 @@ def test_overfit_learns(smoke_root, tmp_path):
     with torch.no_grad():
         loss_before = module.teacher_forced(batch)["loss"].item()
     l1_before = _free_running_l1(module, batch)
+    module.train()  # Lightning keeps the modes it finds
     trainer.fit(module, datamodule=datamodule)
     module.eval()
     with torch.no_grad():
