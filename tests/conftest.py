@@ -107,3 +107,14 @@ def smoke_overrides(root: Path, output_dir: Path) -> list[str]:
         f"paths.output_dir={output_dir}",
         "logger=csv",
     ]
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module's tests with one torch thread (``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -20,13 +20,8 @@ SECTIONS = ("## Training", "## Conversion", "## Long audio", "## Goals")
 RATIO_COLUMNS = ("| vs seed |", "| vs one-by-one |")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: the machine's cores are shared (see tests/test_converter.py)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# one torch thread: the cores may be shared (generation ran ~60x slower with 2 threads on 2 busy cores)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_overrides(tmp_path) -> list[str]:

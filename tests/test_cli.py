@@ -23,7 +23,11 @@ def test_help_lists_groups_and_examples(script):
 
 def test_train_help_lists_every_group():
     out = _run("train.py", "--help").stdout
-    for line in ("data: arctic, base, manifest, synthetic", "experiment: awb_clb", "trainer: cpu, ddp, default, gpu"):
+    for line in (
+        "data: arctic, base, manifest, synthetic",
+        "experiment: awb_clb",
+        "trainer: cpu, ddp, default, gpu",
+    ):
         assert line in out
 
 

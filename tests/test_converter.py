@@ -33,14 +33,8 @@ BATCH_TOLERANCE = 1e-3
 TAIL_FRAMES = 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: the machine's two cores are shared, and two contending threads made the
-    tiny model's generation loop some 50 times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# one torch thread: the cores may be shared (generation ran ~60x slower with 2 threads on 2 busy cores)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -32,13 +32,8 @@ PAIR = "sya->syb"
 CONVERSION = ["device=cpu", "generation.threshold=3", "generation.maxlenratio=1.0"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: the machine's cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# one torch thread: the cores may be shared (generation ran ~60x slower with 2 threads on 2 busy cores)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

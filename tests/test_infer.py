@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 from hydra import compose, initialize_config_dir
 
 from vc.audio import load_audio
@@ -30,13 +29,8 @@ SR = 16_000
 HOP = 256
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: the machine's cores are shared (see tests/test_converter.py)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# one torch thread: the cores may be shared (generation ran ~60x slower with 2 threads on 2 busy cores)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def config(**overrides):
