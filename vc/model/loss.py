@@ -78,18 +78,24 @@ class SpectrogramLoss(nn.Module):
         Returns:
             ``{"l1", "bce", "attn", "loss"}`` scalars; ``loss`` is their sum.
         """
+        # Masked means as sums over a 0/1 mask, not masked_select: the same numbers without a
+        # host-device sync per term (masked_select must learn its output size from the GPU).
         padding_mask = labels != -100.0
-        target = labels.masked_select(padding_mask)
-        l1 = F.l1_loss(after.masked_select(padding_mask).float(), target.float()) + F.l1_loss(
-            before.masked_select(padding_mask).float(), target.float()
-        )
+        mask = padding_mask.float()
+        count = mask.sum().clamp(min=1)
+        target = labels.float()
+        l1 = (
+            ((after.float() - target).abs() * mask).sum() + ((before.float() - target).abs() * mask).sum()
+        ) / count
 
         frames = padding_mask[:, :, 0]
+        frame_mask = frames.float()
         # stop label is 1 on the last real frame of each item
         stop = torch.cat([~frames, torch.ones_like(frames[:, :1])], dim=1)[:, 1:].float()
-        bce = F.binary_cross_entropy_with_logits(
-            logits.masked_select(frames).float(), stop.masked_select(frames), pos_weight=self.pos_weight
+        bce_all = F.binary_cross_entropy_with_logits(
+            logits.float(), stop, pos_weight=self.pos_weight, reduction="none"
         )
+        bce = (bce_all * frame_mask).sum() / frame_mask.sum().clamp(min=1)
 
         attn = torch.zeros((), device=labels.device)
         # LayerDrop can skip every decoder layer of a small model: then there is nothing to guide
@@ -105,7 +111,8 @@ class SpectrogramLoss(nn.Module):
             guide = guided_attention_weights(
                 in_mask.sum(-1), out_mask.sum(-1), weights.shape[-1], weights.shape[-2], self.attn_sigma
             )
-            inside = (out_mask.unsqueeze(-1) & in_mask.unsqueeze(-2)).unsqueeze(1).expand_as(weights)
-            attn = self.attn_weight * (guide.unsqueeze(1) * weights).masked_select(inside).mean()
+            inside = (out_mask.unsqueeze(-1) & in_mask.unsqueeze(-2)).unsqueeze(1).float()
+            penalty = (guide.unsqueeze(1) * weights * inside).sum()
+            attn = self.attn_weight * penalty / (inside.sum() * weights.shape[1]).clamp(min=1)
 
         return {"l1": l1, "bce": bce, "attn": attn, "loss": l1 + bce + attn}
