@@ -374,6 +374,8 @@ class VCDataModule(pl.LightningDataModule):
             collate_fn=self.collate,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            # page-locked batches copy to a GPU without blocking the training loop
+            pin_memory=torch.cuda.is_available(),
         )
 
     def train_dataloader(self) -> DataLoader:
