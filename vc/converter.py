@@ -6,13 +6,17 @@
 
 How a call runs: every source is read as mono 16 kHz and split at pauses into chunks of at most
 ``max_chunk_seconds``; the chunks of all sources are sorted by length and converted in padded
-batches of ``batch_size`` (SpeechT5 ``generate_speech`` with an attention mask, then the HiFiGAN
-vocoder); each source's chunks are joined with a short linear crossfade. Long sources go through in
-groups of chunks, so the working memory does not grow with the input (the returned audio does).
+batches of ``batch_size`` (:func:`vc.model.generate.generate`, SpeechT5 ``generate_speech``'s
+algorithm with the decoder batched, then the HiFiGAN vocoder); each source's chunks are joined
+with a short linear crossfade. Long sources go through in groups of chunks, so the working memory
+does not grow with the input (the returned audio does).
 
-Batched and one-by-one conversion agree up to the padding: the encoder's first conv layer
-group-normalises over the padded length, and the vocoder's receptive field reaches a few frames
-into the padding (tests/test_converter.py states the tolerance).
+On a CPU each chunk is encoded and vocoded alone (both are compute-bound there, and padding only
+adds work) and only the decoder, which is memory-bound, runs batched: batched and one-by-one
+conversion then agree to float rounding. On a GPU the encoder and the vocoder run batched too,
+and the two agree up to the padding: the encoder's first conv layer group-normalises over the
+padded length, and the vocoder's receptive field reaches a few frames into the padding
+(tests/test_converter.py states the tolerance).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import torch
 from vc.audio import AudioInput, content_hash, describe, load_audio
 from vc.data.speakers import l2_normalise
 from vc.errors import ConfigError, MissingModelError
+from vc.model.generate import generate
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +56,8 @@ SHORT_REF_SECONDS = 1.0
 MIN_CHUNK_SECONDS = 0.5
 # Chunks sorted and batched together: a few batches' worth, so long inputs keep memory flat.
 GROUP_BATCHES = 4
+# On a CPU each chunk is vocoded alone, padded to a multiple of this many log-mel frames (0.5 s).
+VOCODER_FRAMES = 32
 
 
 @dataclass
@@ -184,9 +191,9 @@ class VoiceConverter:
         vocoder: ``SpeechT5HifiGan``.
         speaker_encoder: hub id or folder of the SpeechBrain x-vector model (loaded on first use).
         default_speaker: (512,) x-vector used when no reference is given (a bundle's training target).
-        generation: ``threshold``, ``minlenratio``, ``maxlenratio`` of ``generate_speech``.
+        generation: ``threshold``, ``minlenratio``, ``maxlenratio`` of ``generate_speech``, per chunk.
         device, dtype: where and in which precision the model and vocoder run.
-        batch_size: chunks per ``generate_speech`` call.
+        batch_size: chunks decoded together.
         max_chunk_seconds: longer sources are split at pauses into chunks no longer than this.
         crossfade_ms: overlap of neighbouring chunks' outputs.
         speaker_cache_size: reference x-vectors kept, by content hash (least recently used go first).
@@ -479,8 +486,8 @@ class VoiceConverter:
         for all instead. ``names``: how the sources are named in messages (default: their paths).
         ``generation`` overrides threshold / minlenratio / maxlenratio.
 
-        minlenratio counts from the longest chunk of a batch (transformers computes it on the
-        padded length); maxlenratio is applied per chunk.
+        minlenratio and maxlenratio count from each chunk's own length, so a chunk's output does
+        not depend on what it is batched with (:mod:`vc.model.generate`).
         """
         gen = self._generation(self.generation, generation)
         srcs = list(srcs)
@@ -545,22 +552,6 @@ class VoiceConverter:
             torch.manual_seed(self.seed)
             yield
 
-    def _step_limits(self, attention_mask: torch.Tensor, maxlenratio: float) -> tuple[float, list[int]]:
-        """The maxlenratio to hand ``generate_speech`` and each chunk's own frame limit.
-
-        generate_speech stops after ``int(encoder_len * maxlenratio / reduction_factor)`` decoder
-        steps, with encoder_len the padded (longest) one, and its decoder has positions for only
-        ``max_speech_positions`` steps: the ratio is capped so it never runs past them. Each
-        chunk's limit is what it would get converted alone, in frames.
-        """
-        config = self.model.config
-        r = config.reduction_factor
-        lengths = self.model.speecht5.encoder.prenet._get_feat_extract_output_lengths(attention_mask.sum(-1))
-        enc_lens = [int(n) for n in lengths]
-        ratio = min(maxlenratio, config.max_speech_positions * r / max(enc_lens))
-        batch_steps = max(1, int(max(enc_lens) * ratio / r))
-        return ratio, [min(max(1, int(n * maxlenratio / r)), batch_steps) * r for n in enc_lens]
-
     @torch.inference_mode()
     def _convert_batch(self, wavs: list[np.ndarray], speakers: np.ndarray, gen: Mapping) -> list[tuple]:
         """(T_i,) 16 kHz chunks + (B, 512) x-vectors -> per chunk ``(wav (T_i',) float32, frames, stop_reason)``."""
@@ -571,38 +562,43 @@ class VoiceConverter:
             return_attention_mask=True,
             return_tensors="pt",
         )
-        inputs = features["input_values"].to(self.device, self.dtype)
-        mask = features["attention_mask"].to(self.device)
-        ratio, limits = self._step_limits(mask, gen["maxlenratio"])
         with self._seeded():
-            mels, lengths = self.model.generate_speech(
-                inputs,
+            out = generate(
+                self.model,
+                features["input_values"].to(self.device, self.dtype),
+                features["attention_mask"].to(self.device),
                 torch.from_numpy(speakers).to(self.device, self.dtype),
-                attention_mask=mask,
                 threshold=gen["threshold"],
                 minlenratio=gen["minlenratio"],
-                maxlenratio=ratio,
-                return_output_lengths=True,
+                maxlenratio=gen["maxlenratio"],
+                # on a CPU the encoder is compute-bound: padding only adds work
+                encode_separately=self.device.type == "cpu",
             )
-        # in a batch a chunk may run past its own limit (the batch's is the longest chunk's): cut it there
-        frames = [min(int(n), limit) for n, limit in zip(lengths, limits, strict=True)]
-        reasons = [
-            "max_length" if int(n) >= limit else "stop_token"
-            for n, limit in zip(lengths, limits, strict=True)
-        ]
-        return list(zip(self._vocode(mels, frames), frames, reasons, strict=True))
+        return list(zip(self._vocode(out.mels), out.frames, out.stop_reasons, strict=True))
 
-    def _vocode(self, mels: torch.Tensor, frames: list[int]) -> list[np.ndarray]:
-        """(B, T, 80) log-mels, each valid for ``frames[i]`` -> (frames[i] * hop,) float32 waveforms."""
-        longest = max(frames)
+    def _vocode(self, mels: list[torch.Tensor]) -> list[np.ndarray]:
+        """(frames_i, 80) log-mels -> (frames_i * hop,) float32 waveforms.
+
+        On a GPU in one padded batch. On a CPU one at a time: HiFiGAN is compute-bound there and
+        its padded batch was slower than the clips one by one (8 chunks of 3.2 s: 10.8 s against
+        7.4 s); each clip is padded to a multiple of ``VOCODER_FRAMES`` frames so that the number
+        of distinct input shapes (each caches its own oneDNN kernels) stays bounded.
+        """
+        if self.device.type == "cpu":
+            return [self._vocode_batch([mel], quantum=VOCODER_FRAMES)[0] for mel in mels]
+        return self._vocode_batch(mels)
+
+    def _vocode_batch(self, mels: list[torch.Tensor], quantum: int = 1) -> list[np.ndarray]:
+        frames = [len(m) for m in mels]
+        longest = -(-max(frames) // quantum) * quantum
         # Pad with the vocoder's input mean: after its normalisation that is the zero padding a
         # lone clip gets from the first conv, so batching changes less at the edges.
         mean = getattr(self.vocoder, "mean", None) if self.vocoder.config.normalize_before else None
-        padded = mels.new_zeros(len(frames), longest, mels.shape[-1])
+        padded = mels[0].new_zeros(len(frames), longest, mels[0].shape[-1])
         if mean is not None:
             padded[:] = mean.to(padded.dtype)
-        for i, n in enumerate(frames):
-            padded[i, :n] = mels[i, :n]
+        for i, mel in enumerate(mels):
+            padded[i, : len(mel)] = mel
         audio = self.vocoder(padded)
         hop = audio.shape[-1] // longest
         # copies, so that a kept chunk does not hold on to the whole padded batch

@@ -1,0 +1,110 @@
+"""vc.model.generate computes what transformers' generate_speech computes, per item of a batch.
+
+With the decoder pre-net's dropout off, generation is deterministic, so the loop of our own is
+compared number for number with ``SpeechT5ForSpeechToSpeech.generate_speech`` on one input, and
+each item of a padded batch with that item generated alone. With the dropout on (SpeechT5 applies
+it at inference too), the same seed gives an item the same output whatever it is batched with.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import SpeechT5ForSpeechToSpeech
+
+from vc.model.generate import generate, step_limits
+from vc.model.tiny import tiny_speecht5_config
+
+SR = 16_000
+NEVER = 3.0  # two stop probabilities never sum to this
+
+
+def _model(dropout: float):
+    torch.manual_seed(0)
+    config = tiny_speecht5_config()
+    config.speech_decoder_prenet_dropout = dropout
+    return SpeechT5ForSpeechToSpeech(config).eval()
+
+
+def _batch(seconds, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    lengths = [int(s * SR) for s in seconds]
+    values = torch.zeros(len(lengths), max(lengths))
+    mask = torch.zeros(len(lengths), max(lengths), dtype=torch.long)
+    for i, n in enumerate(lengths):
+        values[i, :n] = 0.1 * torch.randn(n, generator=g)
+        mask[i, :n] = 1
+    speakers = torch.nn.functional.normalize(torch.randn(len(lengths), 512, generator=g))
+    return values, mask, speakers
+
+
+@pytest.fixture(scope="module")
+def model():
+    return _model(dropout=0.0)
+
+
+@pytest.mark.parametrize(
+    ("threshold", "minlenratio", "maxlenratio"),
+    [(NEVER, 0.0, 1.25), (0.5, 0.0, 2.0), (0.5, 0.6, 2.0), (NEVER, 0.0, 0.01)],
+    ids=["runs-to-limit", "stop-token", "min-length", "one-step"],
+)
+def test_matches_generate_speech(model, threshold, minlenratio, maxlenratio):
+    values, mask, speakers = _batch([1.7])
+    with torch.inference_mode():
+        expected = model.generate_speech(
+            values, speakers, threshold=threshold, minlenratio=minlenratio, maxlenratio=maxlenratio
+        )
+    for separately in (False, True):
+        out = generate(
+            model,
+            values,
+            mask,
+            speakers,
+            threshold=threshold,
+            minlenratio=minlenratio,
+            maxlenratio=maxlenratio,
+            encode_separately=separately,
+        )
+        assert out.frames == [expected.shape[0]]
+        torch.testing.assert_close(out.mels[0], expected, rtol=1e-4, atol=1e-5)
+    assert out.stop_reasons == ["max_length" if threshold == NEVER else "stop_token"]
+
+
+def test_each_item_of_a_batch_is_generated_as_if_alone(model):
+    """Per-item length limits and separate encoding: a padded batch gives each item exactly what
+    it gets alone (transformers' generate_speech counts the limits from the padded length)."""
+    seconds = [1.3, 0.6, 2.1]
+    values, mask, speakers = _batch(seconds, seed=1)
+    batched = generate(model, values, mask, speakers, threshold=NEVER, maxlenratio=1.25, encode_separately=True)
+    for i, s in enumerate(seconds):
+        n = int(s * SR)
+        alone = generate(
+            model, values[i : i + 1, :n], mask[i : i + 1, :n], speakers[i : i + 1], threshold=NEVER, maxlenratio=1.25
+        )
+        assert batched.frames[i] == alone.frames[0]
+        torch.testing.assert_close(batched.mels[i], alone.mels[0], rtol=1e-4, atol=1e-5)
+    assert len(set(batched.frames)) == 3, "the items must run to different lengths"
+
+
+def test_same_seed_same_output_whatever_the_batch():
+    """With the pre-net dropout on, one mask per step is shared by the batch, as in SpeechT5."""
+    model = _model(dropout=0.5)
+    values, mask, speakers = _batch([1.0, 1.8], seed=2)
+    torch.manual_seed(7)
+    batched = generate(model, values, mask, speakers, threshold=NEVER, maxlenratio=1.0, encode_separately=True)
+    n = int(1.0 * SR)
+    torch.manual_seed(7)
+    alone = generate(model, values[:1, :n], mask[:1, :n], speakers[:1], threshold=NEVER, maxlenratio=1.0)
+    torch.testing.assert_close(batched.mels[0], alone.mels[0], rtol=1e-4, atol=1e-5)
+    torch.manual_seed(8)
+    other = generate(model, values[:1, :n], mask[:1, :n], speakers[:1], threshold=NEVER, maxlenratio=1.0)
+    assert not torch.allclose(other.mels[0], alone.mels[0]), "the dropout must be on"
+
+
+def test_length_limits_follow_generate_speechs_rule(model):
+    r, cap = model.config.reduction_factor, model.config.max_speech_positions
+    minlen, maxlen = step_limits(model, [10, 101, 5 * cap], 0.5, 1.0)
+    assert maxlen == [10 // r, 101 // r, cap]
+    assert minlen == [5 // r, int(101 * 0.5 / r), cap]
+    # at least one step, even for an input too short to allow one
+    assert step_limits(model, [1], 0.0, 1.0)[1] == [1]
