@@ -34,6 +34,7 @@ def tiny_overrides(tmp_path) -> list[str]:
         "isolate=false",
         "train.utterances=4",
         "train.batch_size=2",
+        "train.num_workers=1",
         "convert.utterances=3",
         "convert.batch_size=2",
         "convert.mcd_utterances=1",
@@ -46,7 +47,9 @@ def test_prints_every_section_with_its_ratio_column(tmp_path, capsys):
     text = capsys.readouterr().out
     for heading in (*SECTIONS, *RATIO_COLUMNS):
         assert heading in text
-    for label in [*bench.TRAIN_VARIANTS.values()][:3]:
+    cpu_rungs = [v.label for v in bench.TRAIN_VARIANTS.values() if not (v.gpu_only or v.compile)]
+    assert len(cpu_rungs) == 3
+    for label in cpu_rungs:
         assert label in text
     assert "one-by-one generate_speech + vocoder (seed)" in text
     assert "VoiceConverter, batch 2, fp32" in text and "VoiceConverter, batch 2, int8" in text

@@ -237,12 +237,30 @@ def measure(fn: Callable[..., dict], kwargs: dict, *, isolate: bool, threads: in
 
 # --------------------------------------------------------------------------------------- training
 
+@dataclass(frozen=True)
+class TrainVariant:
+    """One rung of the training ladder: each adds one thing to the one before."""
+
+    label: str
+    cached: bool = True  # cached features + x-vectors through a DataLoader (else the seed's per-step work)
+    bucketed: bool = False  # length-bucketed batches (else random)
+    fused: bool = False  # fused AdamW (else torch's default AdamW, as the seed)
+    bf16: bool = False  # bf16 autocast
+    compile: bool = False  # torch.compile of the encoder-decoder
+    gpu_only: bool = False
+
+
 TRAIN_VARIANTS = {
-    "seed": "seed-style: features + x-vectors every step, random batches, fp32",
-    "cached": "cached features + x-vectors, random batches, fp32",
-    "bucketed": "cached + length buckets, fp32 (this codebase)",
-    "bf16": "cached + length buckets + bf16 autocast (this codebase, GPU)",
-    "compile": "cached + length buckets + torch.compile (warmed up on every batch shape)",
+    "seed": TrainVariant("seed-style: features + x-vectors every step, random batches, fp32", cached=False),
+    "cached": TrainVariant("+ cached features + x-vectors (DataLoader workers)"),
+    "bucketed": TrainVariant("+ length buckets (this codebase on a CPU)", bucketed=True),
+    "fused": TrainVariant("+ fused AdamW", bucketed=True, fused=True, gpu_only=True),
+    "bf16": TrainVariant(
+        "+ bf16 autocast (this codebase on a GPU)", bucketed=True, fused=True, bf16=True, gpu_only=True
+    ),
+    "compile": TrainVariant(
+        "+ torch.compile (warmed up on every batch shape)", bucketed=True, fused=True, compile=True
+    ),
 }
 
 
@@ -315,8 +333,13 @@ def _to(batch: Mapping, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
-def _train_setup(variant: str, models: TinyModels, pairs, audio, cache_dir, batch_size, device, seed):
-    """The module, optimiser, sampler, batch function and loss function of one training variant."""
+def _train_setup(
+    spec: TrainVariant, models: TinyModels, pairs, audio, cache_dir, batch_size, device, seed, num_workers
+):
+    """The module, optimiser, sampler, batch maker (indices -> batch), loader factory (list of
+    batches -> iterable of batches) and loss function of one training variant."""
+    from torch.utils.data import DataLoader
+
     from vc.data.datamodule import LengthBucketBatchSampler, RandomBatchSampler, VCCollator, VCDataset
     from vc.data.features import build_features
     from vc.data.speakers import SpeakerEmbedder, embeddings_for_pairs
@@ -330,31 +353,55 @@ def _train_setup(variant: str, models: TinyModels, pairs, audio, cache_dir, batc
         audio=dict(audio),
     ).to(device)
     module.train()
-    optimizer = module.configure_optimizers()
+    if spec.fused:
+        optimizer = module.configure_optimizers()  # fused AdamW on a GPU
+    else:
+        # the seed's optimiser: torch's AdamW with its default implementation
+        hp = {k: v for k, v in module.hparams.optimizer.items() if not k.startswith("_")}
+        optimizer = torch.optim.AdamW([p for p in module.model.parameters() if p.requires_grad], **hp)
     rf = module.reduction_factor
-    tgt_frames = [
-        int(s * SAMPLE_RATE) // int(audio["hop_length"]) for s in seconds_of([p.tgt_path for p in pairs])
-    ]
-    if variant == "seed":
+    if not spec.cached:
+        tgt_frames = [
+            int(s * SAMPLE_RATE) // int(audio["hop_length"]) for s in seconds_of([p.tgt_path for p in pairs])
+        ]
         batches = SeedStyleBatches(pairs, audio, SpeakerEmbedder(str(models.xvector), device=str(device)), rf)
         sampler = RandomBatchSampler(tgt_frames, batch_size, seed=seed)
-        return module, optimizer, sampler, batches.batch, lambda b: seed_style_loss(module, b)
+        return (
+            module,
+            optimizer,
+            sampler,
+            batches.batch,
+            lambda plan: (batches.batch(idx) for idx in plan),
+            lambda b: seed_style_loss(module, b),
+        )
     # the caches were filled before timing: these are cache reads
     feats, _, _ = build_features(pairs, audio, Path(cache_dir) / "features")
     vectors, _, _ = embeddings_for_pairs(
         pairs, source=str(models.xvector), mode="utterance", cache_dir=Path(cache_dir) / "xvectors"
     )
     ds = VCDataset(feats, vectors)
-    cls = RandomBatchSampler if variant == "cached" else LengthBucketBatchSampler
+    cls = LengthBucketBatchSampler if spec.bucketed else RandomBatchSampler
     sampler = cls(ds.tgt_lengths, batch_size, seed=seed)
     collate = VCCollator(rf)
-    if variant == "compile":
+    if spec.compile:
         module.model.speecht5 = torch.compile(module.model.speecht5, dynamic=True)
+
+    def loader(plan):
+        # what train.py's datamodule builds: worker processes, page-locked batches on a GPU
+        return DataLoader(
+            ds,
+            batch_sampler=plan,
+            collate_fn=collate,
+            num_workers=num_workers,
+            pin_memory=device.type == "cuda",
+        )
+
     return (
         module,
         optimizer,
         sampler,
         lambda idx: collate([ds[i] for i in idx]),
+        loader,
         lambda b: module.teacher_forced(b)["loss"],
     )
 
@@ -371,48 +418,52 @@ def train_job(
     seed: int = 0,
     count_flops: bool = False,
     max_batch_cap: int = 0,
+    num_workers: int = 2,
 ) -> dict:
     """One epoch over ``pairs`` with one training variant (see :data:`TRAIN_VARIANTS`), after
-    ``warmup_steps`` untimed steps on the next epoch's batches (for torch.compile: the timed
-    epoch's own batches, once).
+    ``warmup_steps`` untimed steps on the next epoch's batches, at least one per DataLoader worker
+    (for torch.compile: the timed epoch's own batches, once). Batches come as train.py gets them:
+    for the cached variants from a DataLoader with ``num_workers`` workers.
 
     Returns ``time_s``, ``samples``, ``audio_s`` (source seconds), ``steps``, ``padding`` (share of
-    padded target frames), ``flops`` (of the epoch's forward and backward passes, when
-    ``count_flops``) and ``max_batch`` (the largest batch of the longest pair that trains without
-    running out of GPU memory, up to ``max_batch_cap``; 0 skips the search).
+    padded target frames), ``timed_gpu_mib`` (peak GPU memory of the warm-up and timed epoch),
+    ``flops`` (of the epoch's forward and backward passes, when ``count_flops``) and ``max_batch``
+    (the largest batch of the longest pair that trains without running out of GPU memory, up to
+    ``max_batch_cap``; 0 skips the search).
     """
     dev = torch.device(device)
-    module, optimizer, sampler, make_batch, loss_fn = _train_setup(
-        variant, models, pairs, audio, cache_dir, batch_size, dev, seed
+    spec = TRAIN_VARIANTS[variant]
+    module, optimizer, sampler, make_batch, loader, loss_fn = _train_setup(
+        spec, models, pairs, audio, cache_dir, batch_size, dev, seed, num_workers
     )
-    autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if variant == "bf16" else nullcontext()
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if spec.bf16 else nullcontext()
 
-    def step(indices: Sequence[int]) -> dict:
-        batch = make_batch(indices)
+    def step(batch: Mapping) -> None:
         optimizer.zero_grad(set_to_none=True)
         with autocast:
             loss = loss_fn(_to(batch, dev))
         loss.backward()
         optimizer.step()
-        return batch
 
     sampler.set_epoch(0)
     epoch = sampler.batches()
     sampler.set_epoch(1)
     # torch.compile specialises on shapes: its warm-up sees every batch of the timed epoch once,
     # so the figure is the steady state a long run reaches, not the compiling
-    warmup = epoch if variant == "compile" else sampler.batches()[:warmup_steps]
-    for indices in warmup:
-        step(indices)
-    _sync(dev)
-    start = time.perf_counter()
+    # every DataLoader worker hands over a batch before timing starts: starting them is not the pipeline's pace
+    warmup = epoch if spec.compile else sampler.batches()[: max(warmup_steps, num_workers if spec.cached else 0)]
+    start = time.perf_counter() if not warmup else None
     real = padded = samples = src_samples = 0
-    for indices in epoch:
-        batch = step(indices)
-        real += int(batch["tgt_lengths"].sum())
-        padded += int(batch["tgt_lengths"].max()) * len(indices)
-        samples += len(indices)
-        src_samples += int(batch["src_lengths"].sum())
+    for k, batch in enumerate(loader(warmup + epoch)):
+        step(batch)
+        if k + 1 == len(warmup):
+            _sync(dev)
+            start = time.perf_counter()
+        elif k >= len(warmup):
+            real += int(batch["tgt_lengths"].sum())
+            padded += int(batch["tgt_lengths"].max()) * len(batch["tgt_lengths"])
+            samples += len(batch["tgt_lengths"])
+            src_samples += int(batch["src_lengths"].sum())
     _sync(dev)
     out = {
         "time_s": time.perf_counter() - start,
@@ -420,6 +471,7 @@ def train_job(
         "audio_s": src_samples / SAMPLE_RATE,
         "steps": len(epoch),
         "padding": 1.0 - real / max(padded, 1),
+        "timed_gpu_mib": torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None,
         "flops": None,
         "max_batch": None,
     }
@@ -429,14 +481,14 @@ def train_job(
         counter = FlopCounterMode(display=False)
         with counter:
             for indices in epoch:
-                step(indices)
+                step(make_batch(indices))
         out["flops"] = counter.get_total_flops()
     if max_batch_cap:
-        out["max_batch"] = _largest_batch(step, make_batch, sampler, batch_size, max_batch_cap)
+        out["max_batch"] = _largest_batch(lambda idx: step(make_batch(idx)), sampler, batch_size, max_batch_cap)
     return out
 
 
-def _largest_batch(step, make_batch, sampler, start: int, cap: int) -> int:
+def _largest_batch(step, sampler, start: int, cap: int) -> int:
     """The largest batch (doubling from ``start`` up to ``cap``) of copies of the longest pair
     that runs a training step without a CUDA out-of-memory error; 0 if none does."""
     longest = max(range(len(sampler.lengths)), key=lambda i: sampler.lengths[i])
@@ -512,7 +564,7 @@ def convert_job(
 ) -> dict:
     """Convert ``paths`` one by one the seed's way (``variant`` "one_by_one") or with
     VoiceConverter in batches ("batched", in ``precision`` fp32 | bf16 | fp16 | int8), after an
-    untimed warm-up on a 1 s clip.
+    untimed warm-up on a 1 s clip and the first clip (one by one) or batch (batched).
 
     Returns ``time_s``, ``utterances``, ``audio_s`` (input seconds), ``out_s`` (output seconds) and
     ``mels``: for the batched variant, the log-mels of the first ``keep_outputs`` clips generated
@@ -547,7 +599,8 @@ def convert_job(
         def run(batch: list[np.ndarray]) -> list[np.ndarray]:
             return [c.wav for c in converter.convert_many(batch, speaker=speaker)]
 
-    run([warm])
+    # untimed warm-up at the timed shapes (kernel selection, caches, lazy initialisation)
+    run([warm, *wavs[: 1 if variant == "one_by_one" else batch_size]])
     _sync(dev)
     start = time.perf_counter()
     outs = run(wavs)
@@ -958,13 +1011,23 @@ def run_train(cfg: DictConfig, report: Report, models: TinyModels, pairs, cache_
         f"training caches (features + x-vectors of {len(pairs)} pairs) built once before timing in "
         f"{time.perf_counter() - start:.1f} s; not part of any training figure"
     )
-    variants = ["seed", "cached", "bucketed"]
-    if device.type == "cuda":
-        variants.append("bf16")
-    if cfg.compile:
-        variants.append("compile")
+    chosen = set(t.variants or TRAIN_VARIANTS)
+    unknown = sorted(chosen - set(TRAIN_VARIANTS))
+    if unknown or "seed" not in chosen:
+        from vc.errors import ConfigError
+
+        raise ConfigError(
+            f"train.variants={sorted(chosen)}: use null or a list of {', '.join(TRAIN_VARIANTS)} that includes seed."
+        )
+    variants = [
+        name
+        for name, spec in TRAIN_VARIANTS.items()
+        if name in chosen
+        and (device.type == "cuda" or not spec.gpu_only)
+        and (cfg.compile or not spec.compile)
+    ]
     for variant in variants:
-        ours = variant == variants[-1] and device.type == "cuda"
+        ours = variant == "bf16"
         kwargs = {
             "variant": variant,
             "models": models,
@@ -977,10 +1040,15 @@ def run_train(cfg: DictConfig, report: Report, models: TinyModels, pairs, cache_
             "seed": int(cfg.seed),
             "count_flops": device.type == "cuda",
             "max_batch_cap": int(t.max_batch_cap) if ours else 0,
+            "num_workers": int(t.num_workers),
         }
-        log.info("train: %s", TRAIN_VARIANTS[variant])
+        label = TRAIN_VARIANTS[variant].label
+        log.info("train: %s", label)
         row = measure(train_job, kwargs, isolate=cfg.isolate, threads=cfg.threads)
-        row.update(variant=variant, label=TRAIN_VARIANTS[variant])
+        # the training's own peak, not the largest-batch search's
+        if row.get("timed_gpu_mib") is not None:
+            row["peak_gpu_mib"] = row["timed_gpu_mib"]
+        row.update(variant=variant, label=label)
         report.train.append(row)
         log.info("train: %s: %.3f samples/s", variant, row["samples"] / row["time_s"])
     base = report.train[0]["samples"] / report.train[0]["time_s"]
