@@ -811,7 +811,8 @@ def render(report: Report) -> str:
         parts += [
             "",
             f"## Training: one epoch of {t['utterances']} pairs, batch {t['batch_size']}, "
-            f"{t['warmup_steps']} untimed warm-up step(s)",
+            f"{t['warmup_steps']} untimed warm-up step(s), at least one per DataLoader worker "
+            f"({t['num_workers']})",
             "",
         ]
         rows = []

@@ -12,11 +12,11 @@ with a short linear crossfade. Long sources go through in groups of chunks, so t
 does not grow with the input (the returned audio does).
 
 On a CPU each chunk is encoded and vocoded alone (both are compute-bound there, and padding only
-adds work) and only the decoder, which is memory-bound, runs batched: batched and one-by-one
-conversion then agree to float rounding. On a GPU the encoder and the vocoder run batched too,
-and the two agree up to the padding: the encoder's first conv layer group-normalises over the
-padded length, and the vocoder's receptive field reaches a few frames into the padding
-(tests/test_converter.py states the tolerance).
+adds work) and only the decoder, whose small per-step matrix products gain from batching, runs
+batched: batched and one-by-one conversion then agree to float rounding (tests/test_converter.py).
+On a GPU the encoder and the vocoder run batched too, and the two agree up to the padding: the
+encoder's first conv layer group-normalises over the padded length, and the vocoder's receptive
+field reaches a few frames into the padding.
 """
 
 from __future__ import annotations
