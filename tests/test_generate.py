@@ -108,3 +108,16 @@ def test_length_limits_follow_generate_speechs_rule(model):
     assert minlen == [5 // r, int(101 * 0.5 / r), cap]
     # at least one step, even for an input too short to allow one
     assert step_limits(model, [1], 0.0, 1.0)[1] == [1]
+
+
+def test_padded_encoding_keeps_per_item_limits(model):
+    """The GPU path (one padded encoder batch): each item still stops at its own limit; its values
+    move only by the encoder's normalisation over the padding."""
+    seconds = [1.3, 0.6]
+    values, mask, speakers = _batch(seconds, seed=3)
+    batched = generate(model, values, mask, speakers, threshold=NEVER, maxlenratio=1.25)
+    for i, s in enumerate(seconds):
+        n = int(s * SR)
+        alone = generate(model, values[i : i + 1, :n], mask[i : i + 1, :n], speakers[i : i + 1], threshold=NEVER, maxlenratio=1.25)
+        assert batched.frames[i] == alone.frames[0]
+        assert batched.mels[i].shape == alone.mels[0].shape and torch.isfinite(batched.mels[i]).all()
