@@ -190,6 +190,7 @@ def test_references_from_a_folder_are_averaged(tiny_bundle, utterances, tmp_path
         ({"out": "one.wav"}, ConfigError, r"out=.*one.wav is a file name, but src=.* holds 2 files"),
         ({"out_format": "mp3"}, ConfigError, "out_format=mp3: use pcm16 or float"),
         ({"ref": "MISSING"}, AudioError, r"ref=.*nowhere.wav: no such file or folder"),
+        ({"threads": 0}, ConfigError, r"threads=0: use a whole number of 1 or more, or null"),
     ],
     ids=[
         "missing-ckpt",
@@ -199,6 +200,7 @@ def test_references_from_a_folder_are_averaged(tiny_bundle, utterances, tmp_path
         "file-out-for-folder",
         "format",
         "missing-ref",
+        "threads",
     ],
 )
 def test_bad_setup_names_the_input_and_fix(tiny_bundle, utterances, tmp_path, overrides, error, message):
@@ -216,6 +218,18 @@ def test_bad_setup_names_the_input_and_fix(tiny_bundle, utterances, tmp_path, ov
     args.update({k: places.get(v, v) for k, v in overrides.items()})
     with pytest.raises(error, match=message):
         run(config(**args))
+
+
+def test_threads_setting_is_applied(tiny_bundle, utterances, tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        out = run(config(ckpt=tiny_bundle, src=utterances[0], out=tmp_path / "one.wav", threads=1))
+        assert out["converted"] == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_serve_mode_hands_over_to_vc_serve(monkeypatch):

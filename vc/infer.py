@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig, ListConfig
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
@@ -118,7 +119,16 @@ def references(ref) -> list[Path] | None:
 
 
 def load_converter(cfg: DictConfig) -> VoiceConverter:
-    """The :class:`VoiceConverter` the config describes (building the tiny models first if asked)."""
+    """The :class:`VoiceConverter` the config describes (building the tiny models first if asked).
+
+    ``threads`` (if set) is torch's CPU thread count for the whole process."""
+    threads = cfg.get("threads")
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ConfigError(
+                f"threads={threads}: use a whole number of 1 or more, or null for torch's default (one per core)."
+            )
+        torch.set_num_threads(threads)
     if cfg.get("tiny_models"):
         from vc.model.tiny import build_tiny_models
 
