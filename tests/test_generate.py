@@ -118,6 +118,8 @@ def test_padded_encoding_keeps_per_item_limits(model):
     batched = generate(model, values, mask, speakers, threshold=NEVER, maxlenratio=1.25)
     for i, s in enumerate(seconds):
         n = int(s * SR)
-        alone = generate(model, values[i : i + 1, :n], mask[i : i + 1, :n], speakers[i : i + 1], threshold=NEVER, maxlenratio=1.25)
+        alone = generate(
+            model, values[i : i + 1, :n], mask[i : i + 1, :n], speakers[i : i + 1], threshold=NEVER, maxlenratio=1.25
+        )
         assert batched.frames[i] == alone.frames[0]
         assert batched.mels[i].shape == alone.mels[0].shape and torch.isfinite(batched.mels[i]).all()

@@ -74,14 +74,17 @@ def encode(model, input_values: torch.Tensor, attention_mask: torch.Tensor, sepa
         ]
         enc_lens = [s.shape[0] for s in states]
         hidden = torch.nn.utils.rnn.pad_sequence(states, batch_first=True)
-        mask = (torch.arange(hidden.shape[1], device=hidden.device)[None] < torch.tensor(enc_lens, device=hidden.device)[:, None]).long()
+        positions = torch.arange(hidden.shape[1], device=hidden.device)[None]
+        mask = (positions < torch.tensor(enc_lens, device=hidden.device)[:, None]).long()
         return hidden, mask, enc_lens
     hidden = encoder(input_values=input_values, attention_mask=attention_mask).last_hidden_state
     mask = encoder.prenet._get_feature_vector_attention_mask(hidden.shape[1], attention_mask)
     return hidden, mask, [int(n) for n in mask.sum(-1).tolist()]
 
 
-def step_limits(model, enc_lens: list[int], minlenratio: float, maxlenratio: float) -> tuple[list[int], list[int]]:
+def step_limits(
+    model, enc_lens: list[int], minlenratio: float, maxlenratio: float
+) -> tuple[list[int], list[int]]:
     """Per item: the fewest decoder steps before a stop token counts, and the most steps.
 
     ``generate_speech``'s rule, per item: ``int(S_i * ratio / reduction_factor)``, at least one
