@@ -1012,6 +1012,10 @@ def run_train(cfg: DictConfig, report: Report, models: TinyModels, pairs, cache_
         f"training caches (features + x-vectors of {len(pairs)} pairs) built once before timing in "
         f"{time.perf_counter() - start:.1f} s; not part of any training figure"
     )
+    # a CPU step is slow and its kernels do not depend on the shape; on a GPU every new batch
+    # shape costs a first-time price, so a few of the shapes to come are seen first
+    warmup_steps = int(t.warmup_steps) if t.warmup_steps is not None else (8 if device.type == "cuda" else 1)
+    report.meta["train"]["warmup_steps"] = warmup_steps
     chosen = set(t.variants or TRAIN_VARIANTS)
     unknown = sorted(chosen - set(TRAIN_VARIANTS))
     if unknown or "seed" not in chosen:
@@ -1036,7 +1040,7 @@ def run_train(cfg: DictConfig, report: Report, models: TinyModels, pairs, cache_
             "audio": audio,
             "cache_dir": str(cache_dir),
             "batch_size": int(t.batch_size),
-            "warmup_steps": int(t.warmup_steps),
+            "warmup_steps": warmup_steps,
             "device": str(device),
             "seed": int(cfg.seed),
             "count_flops": device.type == "cuda",
