@@ -6,7 +6,6 @@ import base64
 import io
 import json
 import tarfile
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 import soundfile as sf
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
+from vc.converter import Conversion
 from vc.errors import AudioError, ConfigError
 from vc.sagemaker import compose_train_config
 from vc.sagemaker.entry import job_overrides, prepare
@@ -448,13 +448,6 @@ def test_staged_job_code(tmp_path):
 # ---------------------------------------------------------------- handler (a stand-in model)
 
 
-@dataclass
-class FakeConversion:
-    wav: np.ndarray
-    sample_rate: int = 16000
-    meta: dict = field(default_factory=dict)
-
-
 class EchoModel:
     """Stands in for VoiceConverter: returns each source, records the calls."""
 
@@ -466,7 +459,7 @@ class EchoModel:
         for ref in refs:
             if ref is not None and float(np.abs(ref[0]).max()) > 0.99:
                 raise AudioError("ref: clipped (test)")
-        return [FakeConversion(np.asarray(wav)) for wav, _ in srcs]
+        return [Conversion(np.asarray(wav), 16000) for wav, _ in srcs]
 
 
 def wav_b64(seconds=0.5, sr=16000, channels=1, amplitude=0.3) -> str:
@@ -549,7 +542,7 @@ def test_predict_batch_groups_by_settings_and_isolates_a_bad_request():
     bad = input_fn(json.dumps({"src_wav_b64": wav_b64(), "ref_wav_b64": wav_b64(amplitude=1.0)}))
     results = predict_batch([good, fast, bad, good], model)
     assert isinstance(results[2], AudioError)
-    assert all(isinstance(r, FakeConversion) for i, r in enumerate(results) if i != 2)
+    assert all(isinstance(r, Conversion) for i, r in enumerate(results) if i != 2)
     # one call per settings group; the failed group again one by one
     assert model.calls == [(3, {}), (1, {}), (1, {}), (1, {}), (1, {"maxlenratio": 2.0})]
     reply = json.loads(output_fn(results[0], "application/json"))

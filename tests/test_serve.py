@@ -11,23 +11,16 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+from vc.converter import Conversion
 from vc.errors import ConfigError
 from vc.sagemaker.inference import request_payload
 from vc.serve import make_server
 from vc.serve_bench import bench, check_url, format_result
-
-
-@dataclass
-class FakeConversion:
-    wav: np.ndarray
-    sample_rate: int = 16000
-    meta: dict = field(default_factory=dict)
 
 
 class SlowEcho:
@@ -38,7 +31,7 @@ class SlowEcho:
 
     def convert_many(self, srcs, refs, **generation):
         time.sleep(self.per_call + self.per_item * len(srcs))
-        return [FakeConversion(np.asarray(wav) * 0.5) for wav, _ in srcs]
+        return [Conversion(np.asarray(wav) * 0.5, 16000) for wav, _ in srcs]
 
 
 def wav_file_b64(seconds=0.5, sr=16000, channels=1, amplitude=0.3) -> str:
