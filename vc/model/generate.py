@@ -33,12 +33,16 @@ CHECK_EVERY = 8
 
 @dataclass
 class Generated:
-    """``mels``: per item a (frames, num_mel_bins) log-mel after the post-net. ``frames``: their
-    lengths. ``stop_reasons``: "stop_token", or "max_length" when the item ran to its limit."""
+    """``mels``: per item a (frames, num_mel_bins) log-mel after the post-net. ``stop_reasons``:
+    "stop_token", or "max_length" when the item ran to its limit."""
 
     mels: list[torch.Tensor]
-    frames: list[int]
     stop_reasons: list[str]
+
+    @property
+    def frames(self) -> list[int]:
+        """Each item's number of log-mel frames."""
+        return [len(mel) for mel in self.mels]
 
 
 def _prenet_step(prenet, frame: torch.Tensor, speakers: torch.Tensor | None, position: int) -> torch.Tensor:
@@ -64,8 +68,8 @@ def _prenet_step(prenet, frame: torch.Tensor, speakers: torch.Tensor | None, pos
 def encode(model, input_values: torch.Tensor, attention_mask: torch.Tensor, separately: bool):
     """(B, T) padded audio -> encoder states (B, S, hidden), their (B, S) mask and the S_i."""
     encoder = model.speecht5.encoder
-    lengths = [int(n) for n in attention_mask.sum(-1).tolist()]
     if separately:
+        lengths = [int(n) for n in attention_mask.sum(-1).tolist()]
         states = [
             encoder(
                 input_values=input_values[i : i + 1, :n], attention_mask=attention_mask[i : i + 1, :n]
@@ -156,10 +160,6 @@ def generate(
             if bool(found.all()):
                 steps = [int(k) + 1 for k in stop.int().argmax(-1).tolist()]
                 break
-    frames, mels, reasons = [], [], []
-    for i, n in enumerate(steps):
-        mel = postnet.postnet(spectra[i : i + 1, :n].reshape(1, n * r, bins))[0]
-        mels.append(mel)
-        frames.append(n * r)
-        reasons.append("max_length" if n >= maxlen[i] else "stop_token")
-    return Generated(mels, frames, reasons)
+    mels = [postnet.postnet(spectra[i : i + 1, :n].reshape(1, n * r, bins))[0] for i, n in enumerate(steps)]
+    reasons = ["max_length" if n >= limit else "stop_token" for n, limit in zip(steps, maxlen, strict=True)]
+    return Generated(mels, reasons)
