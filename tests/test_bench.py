@@ -77,6 +77,23 @@ def test_unknown_section_is_a_config_error(tmp_path):
         bench.run(compose_config("bench", [*tiny_overrides(tmp_path), "sections=[fast]"]))
 
 
+@pytest.mark.parametrize("variants", ["[bucketed]", "[seed,fast]"])
+def test_bad_training_variants_are_a_config_error(tmp_path, variants):
+    from vc.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"train.variants=.*use null or a list of seed, cached, .* that includes seed"):
+        bench.run(compose_config("bench", [*tiny_overrides(tmp_path), f"train.variants={variants}"]))
+    assert not (tmp_path / "out" / "bench.md").exists()
+
+
+def test_training_rungs_follow_the_device():
+    cfg = compose_config("bench", ["train.variants=[seed,bucketed,bf16]"])
+    assert bench.train_variants(cfg, torch.device("cpu")) == ["seed", "bucketed"]
+    assert bench.train_variants(cfg, torch.device("cuda")) == ["seed", "bucketed", "bf16"]
+    everything = compose_config("bench", ["compile=true"])
+    assert bench.train_variants(everything, torch.device("cpu")) == ["seed", "cached", "bucketed", "compile"]
+
+
 def test_seed_style_step_computes_the_pipelines_loss(tmp_path):
     """The baseline's own-forward step and VCLitModule.teacher_forced give the same loss on the
     same batch, so the training comparison measures the data pipeline and batching, not the model."""

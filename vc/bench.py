@@ -996,6 +996,23 @@ def _precisions(cfg: DictConfig, device: torch.device) -> list[str]:
     return [str(p) for p in (value or [])]
 
 
+def train_variants(cfg: DictConfig, device: torch.device) -> list[str]:
+    """The training rungs to run: ``train.variants`` (null: all) that this device and ``compile``
+    allow, in ladder order. A :class:`ConfigError` for a name that is not a rung or a list without seed."""
+    from vc.errors import ConfigError
+
+    chosen = set(cfg.train.variants or TRAIN_VARIANTS)
+    if chosen - set(TRAIN_VARIANTS) or "seed" not in chosen:
+        raise ConfigError(
+            f"train.variants={sorted(chosen)}: use null or a list of {', '.join(TRAIN_VARIANTS)} that includes seed."
+        )
+    return [
+        name
+        for name, spec in TRAIN_VARIANTS.items()
+        if name in chosen and (device.type == "cuda" or not spec.gpu_only) and (cfg.compile or not spec.compile)
+    ]
+
+
 def run_train(cfg: DictConfig, report: Report, models: TinyModels, pairs, cache_dir: Path, device) -> None:
     """Fill the caches (timed apart), then measure each training variant."""
     from vc.data.features import build_features
@@ -1016,22 +1033,7 @@ def run_train(cfg: DictConfig, report: Report, models: TinyModels, pairs, cache_
     # shape costs a first-time price, so a few of the shapes to come are seen first
     warmup_steps = int(t.warmup_steps) if t.warmup_steps is not None else (8 if device.type == "cuda" else 1)
     report.meta["train"]["warmup_steps"] = warmup_steps
-    chosen = set(t.variants or TRAIN_VARIANTS)
-    unknown = sorted(chosen - set(TRAIN_VARIANTS))
-    if unknown or "seed" not in chosen:
-        from vc.errors import ConfigError
-
-        raise ConfigError(
-            f"train.variants={sorted(chosen)}: use null or a list of {', '.join(TRAIN_VARIANTS)} that includes seed."
-        )
-    variants = [
-        name
-        for name, spec in TRAIN_VARIANTS.items()
-        if name in chosen
-        and (device.type == "cuda" or not spec.gpu_only)
-        and (cfg.compile or not spec.compile)
-    ]
-    for variant in variants:
+    for variant in train_variants(cfg, device):
         ours = variant == "bf16"
         kwargs = {
             "variant": variant,
@@ -1143,6 +1145,8 @@ def run(cfg: DictConfig) -> Report:
     if unknown:
         raise ConfigError(f"sections: unknown {', '.join(unknown)}; use any of {', '.join(SECTIONS)}.")
     device = resolve_device(str(cfg.device))
+    if "train" in cfg.sections:
+        train_variants(cfg, device)  # a bad train.variants fails before the models are built
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     work = Path(tempfile.mkdtemp(prefix="vc-bench-"))
