@@ -318,3 +318,24 @@ def test_resume_after_kill(smoke_root, tmp_path, sig):
     # optimiser and scheduler state came back: the scheduler's count continues from the kill
     assert final["lr_schedulers"][0]["last_epoch"] == target
     assert final["optimizer_states"][0]["state"], "optimiser moments missing"
+
+
+def _tiny_module(tiny_models, **optimizer):
+    from vc.model.module import VCLitModule
+
+    config = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-4, **optimizer}
+    return VCLitModule(pretrained=str(tiny_models.speecht5), optimizer=config)
+
+
+def test_optimizer_on_the_cpu_is_torchs_default(tiny_models):
+    optimizer = _tiny_module(tiny_models).configure_optimizers()
+    assert isinstance(optimizer, torch.optim.AdamW) and not optimizer.defaults["fused"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_optimizer_on_a_gpu_is_fused_unless_the_config_says(tiny_models):
+    fused = _tiny_module(tiny_models).cuda().configure_optimizers()
+    assert fused.defaults["fused"] is True
+    chosen = _tiny_module(tiny_models, fused=False).cuda().configure_optimizers()
+    assert chosen.defaults["fused"] is False
