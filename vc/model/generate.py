@@ -17,6 +17,11 @@ dropout off) and differs only in how it spends time:
 - ``encode_separately`` encodes each input alone at its own length. The encoder's first conv
   layer normalises over the whole (padded) input, so batching changes the encoding a little; on
   a CPU, where the encoder is compute-bound, encoding one at a time is also faster (no padding).
+- The decoder's self-attention keys and values go into buffers allocated once for the longest
+  output (:class:`DecoderCache`), and the encoder's are projected once. transformers'
+  ``DynamicCache`` concatenates every layer's keys and values at every step, which copies the
+  whole cache each time: a tenth of the decoder's time on a CPU at batch 8, and growing with the
+  square of the output length. The layers' own modules do the arithmetic, in the same order.
 - The post-net runs once per item on that item's own frames, as ``generate_speech`` does.
 """
 
@@ -63,6 +68,66 @@ def _prenet_step(prenet, frame: torch.Tensor, speakers: torch.Tensor | None, pos
         spk = F.normalize(speakers).unsqueeze(1)
         x = F.relu(prenet.speaker_embeds_layer(torch.cat([x, spk], dim=-1)))
     return x
+
+
+class DecoderCache:
+    """SpeechT5's decoder layers stepped one frame at a time over preallocated key/value buffers.
+
+    ``SpeechT5DecoderLayer``'s inference forward (dropouts are off in eval mode), written out so
+    that the self-attention keys and values are written in place at their position instead of
+    concatenated, and the cross-attention's keys, values and padding mask are prepared once.
+    """
+
+    def __init__(self, decoder, hidden: torch.Tensor, enc_mask: torch.Tensor, steps: int) -> None:
+        self.layers = decoder.wrapped_decoder.layers
+        attn = self.layers[0].self_attn
+        self.heads, self.head_dim = attn.num_heads, attn.head_dim
+        batch, length, _ = hidden.shape
+        shape = (len(self.layers), batch, self.heads, steps, self.head_dim)
+        self.keys, self.values = hidden.new_empty(shape), hidden.new_empty(shape)
+        self.cross = [
+            (self._split(layer.encoder_attn.k_proj(hidden)), self._split(layer.encoder_attn.v_proj(hidden)))
+            for layer in self.layers
+        ]
+        # the additive padding mask of transformers' eager attention: 0 where real, dtype min where padded
+        bias = torch.zeros(batch, 1, 1, length, dtype=hidden.dtype, device=hidden.device)
+        bias.masked_fill_(enc_mask[:, None, None, :] == 0, torch.finfo(hidden.dtype).min)
+        self.bias = bias
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, hidden) -> (B * heads, T, head_dim), as ``SpeechT5Attention`` lays out keys."""
+        batch = x.shape[0]
+        return (
+            x.view(batch, -1, self.heads, self.head_dim)
+            .transpose(1, 2)
+            .reshape(batch * self.heads, -1, self.head_dim)
+        )
+
+    def _attend(self, attn, x, keys, values, bias=None) -> torch.Tensor:
+        batch = x.shape[0]
+        query = (attn.q_proj(x) * attn.scaling).view(batch * self.heads, 1, self.head_dim)
+        weights = torch.bmm(query, keys.transpose(1, 2))
+        if bias is not None:
+            weights = (weights.view(batch, self.heads, 1, -1) + bias).view(batch * self.heads, 1, -1)
+        out = torch.bmm(F.softmax(weights, dim=-1), values)
+        return attn.out_proj(out.view(batch, 1, self.heads * self.head_dim))
+
+    def step(self, x: torch.Tensor, position: int) -> torch.Tensor:
+        """(B, 1, hidden) pre-net output at ``position`` (0-based) -> (B, 1, hidden) decoder output."""
+        batch, n = x.shape[0], position + 1
+        for i, layer in enumerate(self.layers):
+            attn = layer.self_attn
+            self.keys[i, :, :, position] = attn.k_proj(x).view(batch, self.heads, self.head_dim)
+            self.values[i, :, :, position] = attn.v_proj(x).view(batch, self.heads, self.head_dim)
+            keys = self.keys[i, :, :, :n].reshape(batch * self.heads, n, self.head_dim)
+            values = self.values[i, :, :, :n].reshape(batch * self.heads, n, self.head_dim)
+            x = layer.self_attn_layer_norm(x + self._attend(attn, x, keys, values))
+            keys, values = self.cross[i]
+            x = layer.encoder_attn_layer_norm(
+                x + self._attend(layer.encoder_attn, x, keys, values, self.bias)
+            )
+            x = layer.final_layer_norm(x + layer.feed_forward(x))
+        return x
 
 
 def encode(model, input_values: torch.Tensor, attention_mask: torch.Tensor, separately: bool):
@@ -137,19 +202,10 @@ def generate(
     must_stop = step_no >= torch.tensor(maxlen, device=device)[:, None]
     decoder, postnet = model.speecht5.decoder, model.speech_decoder_postnet
     frame = hidden.new_zeros(batch, 1, bins)
-    cache, steps = None, None
+    cache, steps = DecoderCache(decoder, hidden, enc_mask, total), None
     for idx in range(1, total + 1):
         x = _prenet_step(decoder.prenet, frame, speakers, idx - 1)
-        out = decoder.wrapped_decoder(
-            hidden_states=x,
-            encoder_hidden_states=hidden,
-            encoder_attention_mask=enc_mask,
-            cache=cache,
-            use_cache=True,
-            return_dict=True,
-        )
-        cache = out.cache
-        last = out.last_hidden_state[:, 0]
+        last = cache.step(x, idx - 1)[:, 0]
         spectrum = postnet.feat_out(last).view(batch, r, bins)
         spectra[:, idx - 1] = spectrum
         frame = spectrum[:, -1:]
