@@ -15,6 +15,7 @@ import torch
 
 from tests.conftest import compose_config
 from vc import bench
+from vc.model.quantize import fp16_weights_supported
 
 SECTIONS = ("## Training", "## Conversion", "## Long audio", "## Goals")
 RATIO_COLUMNS = ("| vs seed |", "| vs one-by-one |")
@@ -53,6 +54,10 @@ def test_prints_every_section_with_its_ratio_column(tmp_path, capsys):
         assert label in text
     assert "one-by-one generate_speech + vocoder (seed)" in text
     assert "VoiceConverter, batch 2, fp32" in text and "VoiceConverter, batch 2, int8" in text
+    if fp16_weights_supported():
+        assert "VoiceConverter, batch 2, fp16-decoder" in text
+    reduced = [r for r in report.convert if r["precision"] not in ("fp32",)]
+    assert reduced and all(r["mcd_db"] >= 0 and "accepted" in r for r in reduced)
     assert "synthetic" in report.meta["corpus"]
     # the same work on both conversion sides: the fixed output length gives the same audio out
     outs = {row["label"]: row["out_s"] for row in report.convert}
@@ -61,6 +66,19 @@ def test_prints_every_section_with_its_ratio_column(tmp_path, capsys):
     assert [r["minutes"] for r in report.long] == [0.05]
     assert (tmp_path / "out" / "bench.md").read_text() in text
     assert json.loads((tmp_path / "out" / "bench.json").read_text())["meta"]["size"] == "tiny"
+
+
+def test_conversion_rounds_are_interleaved_and_the_best_kept(tmp_path, capsys):
+    overrides = [*tiny_overrides(tmp_path), "sections=[convert]", "convert.repeats=2", "convert.precisions=[]"]
+    report = bench.run(compose_config("bench", overrides))
+    assert "best of 2 interleaved rounds" in capsys.readouterr().out
+    assert len(report.convert) == 2
+    for row in report.convert:
+        assert len(row["times_s"]) == 2 and row["time_s"] == min(row["times_s"])
+    from vc.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"convert.repeats=0: use 1 or more"):
+        bench.run(compose_config("bench", [*overrides[:-2], "convert.repeats=0"]))
 
 
 def test_sections_can_be_chosen(tmp_path, capsys):

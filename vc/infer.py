@@ -138,6 +138,7 @@ def load_converter(cfg: DictConfig) -> VoiceConverter:
         str(cfg.ckpt),
         device=str(cfg.device),
         dtype=str(cfg.dtype),
+        quantize=str(cfg.get("quantize", "auto")),
         vocoder=cfg.get("vocoder"),
         speaker_encoder=cfg.get("speaker_encoder"),
         generation=generation,

@@ -13,8 +13,8 @@ In a model.tar.gz this file is ``code/inference.py`` and the vc package sits bes
 with HTTP 400 and its message; the local endpoint (vc.serve) maps :class:`RequestError` to its
 status and batches requests through :func:`predict_batch`.
 
-Environment: ``VC_MAX_REQUEST_MB`` (request size limit, default 5), ``VC_DEVICE`` and
-``VC_DTYPE`` (passed to ``VoiceConverter.from_pretrained``, default auto).
+Environment: ``VC_MAX_REQUEST_MB`` (request size limit, default 5), ``VC_DEVICE``, ``VC_DTYPE``
+and ``VC_QUANTIZE`` (passed to ``VoiceConverter.from_pretrained``, default auto).
 """
 
 from __future__ import annotations
@@ -66,7 +66,10 @@ def model_fn(model_dir: str, context=None):
     """Load the bundle in ``model_dir`` (a model.tar.gz unpacked, or any bundle folder) as a VoiceConverter."""
     log.info("loading the bundle in %s", model_dir)
     return VoiceConverter.from_pretrained(
-        model_dir, device=os.environ.get("VC_DEVICE", "auto"), dtype=os.environ.get("VC_DTYPE", "auto")
+        model_dir,
+        device=os.environ.get("VC_DEVICE", "auto"),
+        dtype=os.environ.get("VC_DTYPE", "auto"),
+        quantize=os.environ.get("VC_QUANTIZE", "auto"),
     )
 
 
