@@ -49,7 +49,7 @@ def test_prints_every_section_with_its_ratio_column(tmp_path, capsys):
     for heading in (*SECTIONS, *RATIO_COLUMNS):
         assert heading in text
     cpu_rungs = [v.label for v in bench.TRAIN_VARIANTS.values() if not (v.gpu_only or v.compile)]
-    assert len(cpu_rungs) == 3
+    assert len(cpu_rungs) == 4
     for label in cpu_rungs:
         assert label in text
     assert "one-by-one generate_speech + vocoder (seed)" in text
@@ -62,7 +62,9 @@ def test_prints_every_section_with_its_ratio_column(tmp_path, capsys):
     # the same work on both conversion sides: the fixed output length gives the same audio out
     outs = {row["label"]: row["out_s"] for row in report.convert}
     assert len(set(outs.values())) == 1, outs
-    assert [r["samples"] for r in report.train] == [4, 4, 4]
+    assert [r["samples"] for r in report.train] == [4, 4, 4, 4]
+    trainable = {r["variant"]: r["trainable"] for r in report.train}
+    assert trainable["frozen"] < trainable["bucketed"] == trainable["seed"]
     assert [r["minutes"] for r in report.long] == [0.05]
     assert (tmp_path / "out" / "bench.md").read_text() in text
     assert json.loads((tmp_path / "out" / "bench.json").read_text())["meta"]["size"] == "tiny"
@@ -109,7 +111,13 @@ def test_training_rungs_follow_the_device():
     assert bench.train_variants(cfg, torch.device("cpu")) == ["seed", "bucketed"]
     assert bench.train_variants(cfg, torch.device("cuda")) == ["seed", "bucketed", "bf16"]
     everything = compose_config("bench", ["compile=true"])
-    assert bench.train_variants(everything, torch.device("cpu")) == ["seed", "cached", "bucketed", "compile"]
+    assert bench.train_variants(everything, torch.device("cpu")) == [
+        "seed",
+        "cached",
+        "bucketed",
+        "frozen",
+        "compile",
+    ]
 
 
 def test_seed_style_step_computes_the_pipelines_loss(tmp_path):

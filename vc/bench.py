@@ -237,6 +237,10 @@ def measure(fn: Callable[..., dict], kwargs: dict, *, isolate: bool, threads: in
 
 # --------------------------------------------------------------------------------------- training
 
+# the wav2vec2-style convolutional front-end over raw audio
+FEATURE_ENCODER = "speecht5.encoder.prenet.feature_encoder"
+
+
 @dataclass(frozen=True)
 class TrainVariant:
     """One rung of the training ladder: each adds one thing to the one before."""
@@ -245,7 +249,8 @@ class TrainVariant:
     cached: bool = True  # cached features + x-vectors through a DataLoader (else the seed's per-step work)
     bucketed: bool = False  # length-bucketed batches (else random)
     fused: bool = False  # fused AdamW (else torch's default AdamW, as the seed)
-    bf16: bool = False  # bf16 autocast
+    bf16: bool = False  # bf16 autocast (on a GPU)
+    frozen: bool = False  # the conv feature encoder frozen (model.freeze=[FEATURE_ENCODER])
     compile: bool = False  # torch.compile of the encoder-decoder
     gpu_only: bool = False
 
@@ -257,6 +262,14 @@ TRAIN_VARIANTS = {
     "fused": TrainVariant("+ fused AdamW", bucketed=True, fused=True, gpu_only=True),
     "bf16": TrainVariant(
         "+ bf16 autocast (this codebase on a GPU)", bucketed=True, fused=True, bf16=True, gpu_only=True
+    ),
+    # an option, not the default: it changes what is trained, so it never counts towards the goal
+    "frozen": TrainVariant(
+        "+ conv feature encoder frozen (option model.freeze; trains fewer weights)",
+        bucketed=True,
+        fused=True,
+        bf16=True,
+        frozen=True,
     ),
     "compile": TrainVariant(
         "+ torch.compile (warmed up on every batch shape)", bucketed=True, fused=True, compile=True
@@ -351,6 +364,7 @@ def _train_setup(
         vocoder=str(models.vocoder),
         speaker_encoder=str(models.xvector),
         audio=dict(audio),
+        freeze=[FEATURE_ENCODER] if spec.frozen else [],
     ).to(device)
     module.train()
     if spec.fused:
@@ -426,8 +440,9 @@ def train_job(
     for the cached variants from a DataLoader with ``num_workers`` workers.
 
     Returns ``time_s``, ``samples``, ``audio_s`` (source seconds), ``steps``, ``padding`` (share of
-    padded target frames), ``timed_gpu_mib`` (peak GPU memory of the warm-up and timed epoch),
-    ``flops`` (of the epoch's forward and backward passes, when ``count_flops``) and ``max_batch``
+    padded target frames), ``trainable`` (weights trained), ``timed_gpu_mib`` (peak GPU memory of
+    the warm-up and timed epoch), ``flops`` (of the epoch's forward and backward passes, when
+    ``count_flops``) and ``max_batch``
     (the largest batch of the longest pair that trains without running out of GPU memory, up to
     ``max_batch_cap``; 0 skips the search).
     """
@@ -436,7 +451,8 @@ def train_job(
     module, optimizer, sampler, make_batch, loader, loss_fn = _train_setup(
         spec, models, pairs, audio, cache_dir, batch_size, dev, seed, num_workers
     )
-    autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if spec.bf16 else nullcontext()
+    bf16 = spec.bf16 and dev.type == "cuda"
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if bf16 else nullcontext()
 
     def step(batch: Mapping) -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -474,6 +490,7 @@ def train_job(
         "timed_gpu_mib": torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None,
         "flops": None,
         "max_batch": None,
+        "trainable": sum(p.numel() for p in module.model.parameters() if p.requires_grad),
     }
     if count_flops:
         from torch.utils.flop_counter import FlopCounterMode
