@@ -12,7 +12,7 @@ import pytest
 import torch
 from transformers import SpeechT5ForSpeechToSpeech
 
-from vc.model.generate import generate, step_limits
+from vc.model.generate import DecoderCache, encode, generate, step_limits
 from vc.model.tiny import tiny_speecht5_config
 
 SR = 16_000
@@ -123,3 +123,32 @@ def test_padded_encoding_keeps_per_item_limits(model):
         )
         assert batched.frames[i] == alone.frames[0]
         assert batched.mels[i].shape == alone.mels[0].shape and torch.isfinite(batched.mels[i]).all()
+
+
+@pytest.mark.parametrize("first", [1, 3, 64])
+def test_decoder_cache_steps_like_transformers_decoder(model, first):
+    """DecoderCache against SpeechT5's own decoder with its DynamicCache, step by step, over a
+    padded encoder batch; buffers that start at 1 or 3 steps and grow give the same numbers."""
+    values, mask, speakers = _batch([1.1, 0.5], seed=4)
+    hidden, enc_mask, _ = encode(model, values, mask, separately=True)
+    assert (enc_mask == 0).any(), "the cross-attention padding must be exercised"
+    decoder = model.speecht5.decoder
+    steps = 9
+    ours = DecoderCache(decoder, hidden, enc_mask, steps, first=first)
+    g = torch.Generator().manual_seed(5)
+    inputs = torch.randn(steps, 2, 1, model.config.hidden_size, generator=g)
+    cache = None
+    with torch.inference_mode():
+        for position in range(steps):
+            out = decoder.wrapped_decoder(
+                hidden_states=inputs[position],
+                encoder_hidden_states=hidden,
+                encoder_attention_mask=enc_mask,
+                cache=cache,
+                use_cache=True,
+                return_dict=True,
+            )
+            cache = out.cache
+            mine = ours.step(inputs[position], position)
+            torch.testing.assert_close(mine, out.last_hidden_state, rtol=1e-5, atol=1e-6)
+    assert ours.keys.shape[3] >= steps

@@ -17,8 +17,8 @@ dropout off) and differs only in how it spends time:
 - ``encode_separately`` encodes each input alone at its own length. The encoder's first conv
   layer normalises over the whole (padded) input, so batching changes the encoding a little; on
   a CPU, where the encoder is compute-bound, encoding one at a time is also faster (no padding).
-- The decoder's self-attention keys and values go into buffers allocated once for the longest
-  output (:class:`DecoderCache`), and the encoder's are projected once. transformers'
+- The decoder's self-attention keys and values are written into buffers that double when full
+  (:class:`DecoderCache`), and the encoder's are projected once. transformers'
   ``DynamicCache`` concatenates every layer's keys and values at every step, which copies the
   whole cache each time: a tenth of the decoder's time on a CPU at batch 8, and growing with the
   square of the output length. The layers' own modules do the arithmetic, in the same order.
@@ -71,19 +71,25 @@ def _prenet_step(prenet, frame: torch.Tensor, speakers: torch.Tensor | None, pos
 
 
 class DecoderCache:
-    """SpeechT5's decoder layers stepped one frame at a time over preallocated key/value buffers.
+    """SpeechT5's decoder layers stepped one frame at a time over key/value buffers.
 
     ``SpeechT5DecoderLayer``'s inference forward (dropouts are off in eval mode), written out so
     that the self-attention keys and values are written in place at their position instead of
     concatenated, and the cross-attention's keys, values and padding mask are prepared once.
+    The buffers start at ``first`` steps and double when full (up to ``steps``), so memory follows
+    the output actually generated, not the length limit (``maxlenratio`` 20 allows thousands of
+    steps), and the copying stays linear in the length.
     """
 
-    def __init__(self, decoder, hidden: torch.Tensor, enc_mask: torch.Tensor, steps: int) -> None:
+    def __init__(
+        self, decoder, hidden: torch.Tensor, enc_mask: torch.Tensor, steps: int, first: int = 128
+    ) -> None:
         self.layers = decoder.wrapped_decoder.layers
         attn = self.layers[0].self_attn
         self.heads, self.head_dim = attn.num_heads, attn.head_dim
         batch, length, _ = hidden.shape
-        shape = (len(self.layers), batch, self.heads, steps, self.head_dim)
+        self.steps = steps
+        shape = (len(self.layers), batch, self.heads, min(first, steps), self.head_dim)
         self.keys, self.values = hidden.new_empty(shape), hidden.new_empty(shape)
         self.cross = [
             (self._split(layer.encoder_attn.k_proj(hidden)), self._split(layer.encoder_attn.v_proj(hidden)))
@@ -112,9 +118,19 @@ class DecoderCache:
         out = torch.bmm(F.softmax(weights, dim=-1), values)
         return attn.out_proj(out.view(batch, 1, self.heads * self.head_dim))
 
+    def _grow(self, capacity: int) -> None:
+        done = self.keys.shape[3]
+        shape = (*self.keys.shape[:3], capacity, self.head_dim)
+        keys, values = self.keys.new_empty(shape), self.values.new_empty(shape)
+        keys[:, :, :, :done] = self.keys
+        values[:, :, :, :done] = self.values
+        self.keys, self.values = keys, values
+
     def step(self, x: torch.Tensor, position: int) -> torch.Tensor:
         """(B, 1, hidden) pre-net output at ``position`` (0-based) -> (B, 1, hidden) decoder output."""
         batch, n = x.shape[0], position + 1
+        if position >= self.keys.shape[3]:
+            self._grow(min(2 * self.keys.shape[3], self.steps))
         for i, layer in enumerate(self.layers):
             attn = layer.self_attn
             self.keys[i, :, :, position] = attn.k_proj(x).view(batch, self.heads, self.head_dim)

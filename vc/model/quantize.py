@@ -2,7 +2,7 @@
 
 Generation runs SpeechT5's six decoder layers once per output step on a handful of rows (the
 batch), so each step multiplies a few rows by all 50M decoder weights. On a CPU that product is
-bound by reading the weights, and fp32 matrix kernels are poor at so few rows: 8 rows took 2.5x
+bound by reading the weights, and fp32 matrix kernels are poor at so few rows: 8 rows took twice
 as long as 1. :class:`HalfWeightLinear` keeps a Linear layer's weights in fp16 in fbgemm's packed
 layout and computes in fp32 (``torch.ops.quantized.linear_dynamic_fp16``, what torch's fp16
 dynamic quantisation runs): half the bytes to read and a kernel made for few rows, 2.5x faster
