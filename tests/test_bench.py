@@ -88,6 +88,8 @@ def test_sections_can_be_chosen(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "## Training" in text and "## Conversion" not in text and "## Long audio" not in text
     assert "## Goals" in text and "not measured" in text
+    kind = "gpu" if torch.cuda.is_available() else "cpu"
+    assert f"conversion vs one-by-one ({kind}) | >= " in text and "- (section not run)" in text
 
 
 def test_unknown_section_is_a_config_error(tmp_path):
