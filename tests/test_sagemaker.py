@@ -648,6 +648,19 @@ def test_handler_functions_on_the_tiny_bundle(tiny_bundle):
     assert prediction.sample_rate == 16000
 
 
+def test_handler_reads_its_precision_settings_from_the_environment(tiny_bundle, monkeypatch):
+    from vc.model.quantize import fp16_weights_supported
+    from vc.sagemaker.inference import model_fn
+
+    monkeypatch.setenv("VC_DEVICE", "cpu")
+    assert model_fn(str(tiny_bundle)).quantized == fp16_weights_supported()  # VC_QUANTIZE unset: auto
+    monkeypatch.setenv("VC_QUANTIZE", "none")
+    assert not model_fn(str(tiny_bundle)).quantized
+    monkeypatch.setenv("VC_QUANTIZE", "int4")
+    with pytest.raises(ConfigError, match="quantize='int4'"):
+        model_fn(str(tiny_bundle))
+
+
 def test_packaged_model_runs_on_its_own_code(tiny_bundle, tmp_path):
     """model.tar.gz unpacked as SageMaker does; code/inference.py imports the vc copy beside it."""
     import subprocess
