@@ -68,6 +68,27 @@ def test_prints_every_section_with_its_ratio_column(tmp_path, capsys):
     assert [r["minutes"] for r in report.long] == [0.05]
     assert (tmp_path / "out" / "bench.md").read_text() in text
     assert json.loads((tmp_path / "out" / "bench.json").read_text())["meta"]["size"] == "tiny"
+    assert (tmp_path / "out" / "bench.png").stat().st_size > 10_000
+
+
+def test_plot_draws_earlier_runs_together(tmp_path):
+    from vc.errors import ConfigError
+
+    first = tmp_path / "train"
+    bench.run(compose_config("bench", [*tiny_overrides(first), "sections=[train]"]))
+    second = tmp_path / "convert"
+    bench.run(compose_config("bench", [*tiny_overrides(second), "sections=[convert]", "convert.precisions=[]"]))
+    runs = [first / "out" / "bench.json", second / "out" / "bench.json"]
+    plot = compose_config("bench", [f"paths.output_dir={tmp_path}/plot", f"plot=[{runs[0]},{runs[1]}]"])
+    assert bench.run(plot) is None
+    picture = tmp_path / "plot" / "bench.png"
+    assert picture.stat().st_size > 10_000
+    # both sections are drawn: wider than the one-panel picture of a single section
+    from PIL import Image
+
+    assert Image.open(picture).width > Image.open(first / "out" / "bench.png").width
+    with pytest.raises(ConfigError, match=r"plot: .*nowhere.json is not a readable bench.json"):
+        bench.run(compose_config("bench", [f"paths.output_dir={tmp_path}/p2", f"plot=[{tmp_path}/nowhere.json]"]))
 
 
 def test_conversion_rounds_are_interleaved_and_the_best_kept(tmp_path, capsys):

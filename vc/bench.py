@@ -1186,14 +1186,68 @@ def run_long(cfg: DictConfig, report: Report, models: TinyModels, pairs, speaker
 SECTIONS = ("train", "convert", "long")
 
 
+def figure(report: Mapping):
+    """The report (a :class:`Report`'s ``__dict__`` or its ``bench.json``) as a picture: ratios
+    against the goals per section, and long-audio peak memory against input length."""
+    from vc.plots import bench_figure
+
+    meta = report["meta"]
+    gpu = meta["device_type"] == "cuda"
+    panels = []
+    if report.get("train"):
+        ours = "bf16" if gpu else "bucketed"
+        bars = [(r["variant"], r["ratio"], "ours" if r["variant"] == ours else "other") for r in report["train"]]
+        panels.append(("training samples/s", bars, GOALS["train"], "x the seed-style baseline"))
+    if report.get("convert"):
+        bars = []
+        for r in report["convert"]:
+            name = "one by one (seed)" if r["variant"] == "one_by_one" else f"batch {meta['convert']['batch_size']}, {r['precision']}"
+            kind = "other" if r["variant"] == "one_by_one" else ("ours" if r.get("accepted", True) else "rejected")
+            bars.append((name, r["ratio"], kind))
+        goal = GOALS["convert_gpu" if gpu else "convert_cpu"]
+        panels.append(("conversion", bars, goal, "x one-by-one generate_speech + vocoder"))
+    memory = None
+    if report.get("long"):
+        rows = sorted(report["long"], key=lambda r: r["minutes"])
+        key, what = ("peak_gpu_mib", "peak GPU MiB") if gpu else ("peak_rss_mib", "peak RSS MiB")
+        memory = ([r["minutes"] for r in rows], [r[key] for r in rows], GOALS["long_gib"] * 1024, what)
+    device = meta["device"] if gpu else f"{meta['cpu']}, {meta['threads']} thread(s)"
+    return bench_figure(panels, memory, title=f"vc.bench {meta['date']}, {device}")
+
+
+def plot_reports(paths: Sequence[str | os.PathLike], out: Path) -> Path:
+    """Draw earlier runs' ``bench.json`` files as one ``bench.png`` in ``out``: each section from
+    the last file that has it, the settings from the first."""
+    from vc.errors import ConfigError
+    from vc.plots import save
+
+    merged: dict = {}
+    for path in paths:
+        path = Path(path).expanduser()
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"plot: {path} is not a readable bench.json ({err}). Give the files runs wrote.") from None
+        merged.setdefault("meta", data["meta"])
+        merged.update({k: data[k] for k in SECTIONS if data.get(k)})
+    out.mkdir(parents=True, exist_ok=True)
+    save(figure(merged), out / "bench.png")
+    log.info("picture: %s", out / "bench.png")
+    return out / "bench.png"
+
+
 def run(cfg: DictConfig) -> Report:
     """Build the models and the audio, run the sections in ``cfg.sections``, print the report and
-    write ``bench.md`` and ``bench.json`` to the run folder (when there is one). Returns the report."""
+    write ``bench.md``, ``bench.json`` and ``bench.png`` to the run folder (when there is one).
+    Returns the report; with ``plot`` set, draws those earlier runs instead and returns None."""
     from vc.cli import output_dir
     from vc.converter import resolve_device
     from vc.data.speakers import SpeakerEmbedder
     from vc.errors import ConfigError
 
+    if cfg.get("plot"):
+        plot_reports(list(cfg.plot), output_dir(cfg) or Path.cwd())
+        return None
     unknown = sorted(set(cfg.sections) - set(SECTIONS))
     if unknown:
         raise ConfigError(f"sections: unknown {', '.join(unknown)}; use any of {', '.join(SECTIONS)}.")
@@ -1225,7 +1279,10 @@ def run(cfg: DictConfig) -> Report:
         out.mkdir(parents=True, exist_ok=True)
         (out / "bench.md").write_text(text)
         (out / "bench.json").write_text(json.dumps(report.__dict__, indent=1, default=str))
-        log.info("report: %s", out / "bench.md")
+        from vc.plots import save
+
+        save(figure(report.__dict__), out / "bench.png")
+        log.info("report: %s (picture: bench.png)", out / "bench.md")
     return report
 
 
