@@ -113,6 +113,15 @@ def test_sections_can_be_chosen(tmp_path, capsys):
     assert f"conversion vs one-by-one ({kind}) | >= " in text and "- (section not run)" in text
 
 
+@pytest.mark.parametrize("threads", ["0", "-2", "1.5"])
+def test_bad_threads_are_a_config_error(tmp_path, threads):
+    from vc.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"threads={threads}: use a whole number of 1 or more, or null"):
+        bench.run(compose_config("bench", [*tiny_overrides(tmp_path), f"threads={threads}"]))
+    assert not (tmp_path / "out" / "bench.md").exists()
+
+
 def test_unknown_section_is_a_config_error(tmp_path):
     from vc.errors import ConfigError
 

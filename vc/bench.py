@@ -1240,7 +1240,7 @@ def run(cfg: DictConfig) -> Report:
     """Build the models and the audio, run the sections in ``cfg.sections``, print the report and
     write ``bench.md``, ``bench.json`` and ``bench.png`` to the run folder (when there is one).
     Returns the report; with ``plot`` set, draws those earlier runs instead and returns None."""
-    from vc.cli import output_dir
+    from vc.cli import output_dir, threads_setting
     from vc.converter import resolve_device
     from vc.data.speakers import SpeakerEmbedder
     from vc.errors import ConfigError
@@ -1254,8 +1254,8 @@ def run(cfg: DictConfig) -> Report:
     device = resolve_device(str(cfg.device))
     if "train" in cfg.sections:
         train_variants(cfg, device)  # a bad train.variants fails before the models are built
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
+    if threads_setting(cfg.threads) is not None:
+        torch.set_num_threads(cfg.threads)
     work = Path(tempfile.mkdtemp(prefix="vc-bench-"))
     try:
         log.info("building %s models with random weights in %s", cfg.size, work)

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from vc.audio import AUDIO_EXTENSIONS, find_audio_files, write_wav
+from vc.cli import threads_setting
 from vc.converter import VoiceConverter
 from vc.errors import AudioError, ConfigError, VCError
 
@@ -122,12 +123,8 @@ def load_converter(cfg: DictConfig) -> VoiceConverter:
     """The :class:`VoiceConverter` the config describes (building the tiny models first if asked).
 
     ``threads`` (if set) is torch's CPU thread count for the whole process."""
-    threads = cfg.get("threads")
+    threads = threads_setting(cfg.get("threads"))
     if threads is not None:
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ConfigError(
-                f"threads={threads}: use a whole number of 1 or more, or null for torch's default (one per core)."
-            )
         torch.set_num_threads(threads)
     if cfg.get("tiny_models"):
         from vc.model.tiny import build_tiny_models
