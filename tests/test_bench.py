@@ -89,6 +89,9 @@ def test_plot_draws_earlier_runs_together(tmp_path):
     assert Image.open(picture).width > Image.open(first / "out" / "bench.png").width
     with pytest.raises(ConfigError, match=r"plot: .*nowhere.json is not a readable bench.json"):
         bench.run(compose_config("bench", [f"paths.output_dir={tmp_path}/p2", f"plot=[{tmp_path}/nowhere.json]"]))
+    (tmp_path / "other.json").write_text('{"loss": 1.0}')
+    with pytest.raises(ConfigError, match=r"plot: .*other.json is JSON but not a bench.json"):
+        bench.run(compose_config("bench", [f"paths.output_dir={tmp_path}/p2", f"plot=[{tmp_path}/other.json]"]))
 
 
 def test_conversion_rounds_are_interleaved_and_the_best_kept(tmp_path, capsys):

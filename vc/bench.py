@@ -21,9 +21,10 @@ Sections, each printed as a Markdown table with its ratio column:
 - ``convert``: one-by-one ``generate_speech(..., vocoder=...)`` per utterance (the seed) against
   :class:`vc.converter.VoiceConverter` in batches, plus reduced precision (bf16 on a GPU; on the
   CPU fp16 decoder weights, ``quantize=fp16``, and int8 dynamic quantisation) accepted only when
-  the MCD of its output against the fp32 output stays within ``convert.mcd_bound_db``. Random weights never emit a stop token: both sides
-  run with an unreachable stop threshold and the same ``maxlenratio`` (``out_ratio``), so every
-  utterance gets the same number of output frames on both sides.
+  the MCD of its output against the fp32 output stays within ``convert.mcd_bound_db``. Random
+  weights never emit a stop token: both sides run with an unreachable stop threshold and the same
+  ``maxlenratio`` (``out_ratio``), so every utterance gets the same number of output frames on both
+  sides.
 - ``long``: one source of 1, 5 and 10 minutes each converted by ``VoiceConverter`` in a fresh
   process: time and peak memory.
 
@@ -442,9 +443,8 @@ def train_job(
     Returns ``time_s``, ``samples``, ``audio_s`` (source seconds), ``steps``, ``padding`` (share of
     padded target frames), ``trainable`` (weights trained), ``timed_gpu_mib`` (peak GPU memory of
     the warm-up and timed epoch), ``flops`` (of the epoch's forward and backward passes, when
-    ``count_flops``) and ``max_batch``
-    (the largest batch of the longest pair that trains without running out of GPU memory, up to
-    ``max_batch_cap``; 0 skips the search).
+    ``count_flops``) and ``max_batch`` (the largest batch of the longest pair that trains without
+    running out of GPU memory, up to ``max_batch_cap``; 0 skips the search).
     """
     dev = torch.device(device)
     spec = TRAIN_VARIANTS[variant]
@@ -755,6 +755,11 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
+def our_variant(gpu: bool) -> str:
+    """The training rung that is this codebase's configuration on the device (what the goal counts)."""
+    return "bf16" if gpu else "bucketed"
+
+
 def goals(report: Report) -> list[tuple[str, str, str, str]]:
     """(goal, target, measured, verdict) for each goal of the issue; verdict met | NOT met | not measured."""
     meta = report.meta
@@ -764,8 +769,7 @@ def goals(report: Report) -> list[tuple[str, str, str, str]]:
     def verdict(ok: bool | None) -> str:
         return "not measured" if ok is None else ("met" if ok else "NOT met")
 
-    # this codebase's configuration on the device: bf16 on a GPU, else fp32
-    ours = [r for r in report.train if r["variant"] == ("bf16" if gpu else "bucketed")]
+    ours = [r for r in report.train if r["variant"] == our_variant(gpu)]
     out.append(
         (
             f"training samples/s vs seed-style ({meta['device_type']})",
@@ -1014,11 +1018,11 @@ def _meta(cfg: DictConfig, device: torch.device, params: dict, corpus: str) -> d
 def _precisions(cfg: DictConfig, device: torch.device) -> list[str]:
     value = cfg.convert.precisions
     if value == "auto":
-        from vc.model.quantize import fp16_weights_supported
+        from vc.model.quantize import resolve_quantize
 
         if device.type == "cuda":
             return ["bf16"]
-        return ["fp16-decoder", "int8"] if fp16_weights_supported() else ["int8"]
+        return ["fp16-decoder", "int8"] if resolve_quantize("auto", device, torch.float32) else ["int8"]
     return [str(p) for p in (value or [])]
 
 
@@ -1060,7 +1064,7 @@ def run_train(cfg: DictConfig, report: Report, models: TinyModels, pairs, cache_
     warmup_steps = int(t.warmup_steps) if t.warmup_steps is not None else (8 if device.type == "cuda" else 1)
     report.meta["train"]["warmup_steps"] = warmup_steps
     for variant in train_variants(cfg, device):
-        ours = variant == "bf16"
+        ours = variant == our_variant(gpu=True)  # the largest-batch search is for the GPU configuration
         kwargs = {
             "variant": variant,
             "models": models,
@@ -1158,9 +1162,9 @@ def run_long(cfg: DictConfig, report: Report, models: TinyModels, pairs, speaker
     lg = cfg.long
     precision = str(lg.precision)
     if precision == "auto":  # what infer.py's defaults (dtype=auto, quantize=auto) run
-        from vc.model.quantize import fp16_weights_supported
+        from vc.model.quantize import resolve_quantize
 
-        cpu = "fp16-decoder" if fp16_weights_supported() else "fp32"
+        cpu = "fp16-decoder" if resolve_quantize("auto", device, torch.float32) else "fp32"
         precision = "bf16" if device.type == "cuda" else cpu
     report.meta["long"]["precision"] = precision
     for minutes in lg.minutes:
@@ -1195,7 +1199,7 @@ def figure(report: Mapping):
     gpu = meta["device_type"] == "cuda"
     panels = []
     if report.get("train"):
-        ours = "bf16" if gpu else "bucketed"
+        ours = our_variant(gpu)
         bars = [(r["variant"], r["ratio"], "ours" if r["variant"] == ours else "other") for r in report["train"]]
         panels.append(("training samples/s", bars, GOALS["train"], "x the seed-style baseline"))
     if report.get("convert"):
@@ -1228,6 +1232,8 @@ def plot_reports(paths: Sequence[str | os.PathLike], out: Path) -> Path:
             data = json.loads(path.read_text())
         except (OSError, ValueError) as err:
             raise ConfigError(f"plot: {path} is not a readable bench.json ({err}). Give the files runs wrote.") from None
+        if not isinstance(data, dict) or "meta" not in data:
+            raise ConfigError(f"plot: {path} is JSON but not a bench.json (no 'meta'). Give the files runs wrote.")
         merged.setdefault("meta", data["meta"])
         merged.update({k: data[k] for k in SECTIONS if data.get(k)})
     out.mkdir(parents=True, exist_ok=True)
