@@ -152,3 +152,10 @@ def test_decoder_cache_steps_like_transformers_decoder(model, first):
             mine = ours.step(inputs[position], position)
             torch.testing.assert_close(mine, out.last_hidden_state, rtol=1e-5, atol=1e-6)
     assert ours.keys.shape[3] >= steps
+
+
+def test_training_mode_is_refused():
+    model = _model(dropout=0.0).train()
+    values, mask, speakers = _batch([0.5])
+    with pytest.raises(ValueError, match=r"eval mode: call model.eval\(\) first"):
+        generate(model, values, mask, speakers)

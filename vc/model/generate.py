@@ -204,6 +204,10 @@ def generate(
         encode_separately: encode each input alone (exact and faster on a CPU).
         check_every: decoder steps between looks at the stop probabilities.
     """
+    if model.training:
+        # DecoderCache writes out the layers' inference forward: in training mode transformers
+        # would also apply attention and hidden dropout, so the two would silently differ
+        raise ValueError("generate() runs the model in eval mode: call model.eval() first.")
     config = model.config
     r, bins = config.reduction_factor, config.num_mel_bins
     hidden, enc_mask, enc_lens = encode(model, input_values, attention_mask, encode_separately)
