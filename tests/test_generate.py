@@ -75,11 +75,18 @@ def test_each_item_of_a_batch_is_generated_as_if_alone(model):
     it gets alone (transformers' generate_speech counts the limits from the padded length)."""
     seconds = [1.3, 0.6, 2.1]
     values, mask, speakers = _batch(seconds, seed=1)
-    batched = generate(model, values, mask, speakers, threshold=NEVER, maxlenratio=1.25, encode_separately=True)
+    batched = generate(
+        model, values, mask, speakers, threshold=NEVER, maxlenratio=1.25, encode_separately=True
+    )
     for i, s in enumerate(seconds):
         n = int(s * SR)
         alone = generate(
-            model, values[i : i + 1, :n], mask[i : i + 1, :n], speakers[i : i + 1], threshold=NEVER, maxlenratio=1.25
+            model,
+            values[i : i + 1, :n],
+            mask[i : i + 1, :n],
+            speakers[i : i + 1],
+            threshold=NEVER,
+            maxlenratio=1.25,
         )
         assert batched.frames[i] == alone.frames[0]
         torch.testing.assert_close(batched.mels[i], alone.mels[0], rtol=1e-4, atol=1e-5)
@@ -91,7 +98,9 @@ def test_same_seed_same_output_whatever_the_batch():
     model = _model(dropout=0.5)
     values, mask, speakers = _batch([1.0, 1.8], seed=2)
     torch.manual_seed(7)
-    batched = generate(model, values, mask, speakers, threshold=NEVER, maxlenratio=1.0, encode_separately=True)
+    batched = generate(
+        model, values, mask, speakers, threshold=NEVER, maxlenratio=1.0, encode_separately=True
+    )
     n = int(1.0 * SR)
     torch.manual_seed(7)
     alone = generate(model, values[:1, :n], mask[:1, :n], speakers[:1], threshold=NEVER, maxlenratio=1.0)
@@ -119,7 +128,12 @@ def test_padded_encoding_keeps_per_item_limits(model):
     for i, s in enumerate(seconds):
         n = int(s * SR)
         alone = generate(
-            model, values[i : i + 1, :n], mask[i : i + 1, :n], speakers[i : i + 1], threshold=NEVER, maxlenratio=1.25
+            model,
+            values[i : i + 1, :n],
+            mask[i : i + 1, :n],
+            speakers[i : i + 1],
+            threshold=NEVER,
+            maxlenratio=1.25,
         )
         assert batched.frames[i] == alone.frames[0]
         assert batched.mels[i].shape == alone.mels[0].shape and torch.isfinite(batched.mels[i]).all()
@@ -159,3 +173,20 @@ def test_training_mode_is_refused():
     values, mask, speakers = _batch([0.5])
     with pytest.raises(ValueError, match=r"eval mode: call model.eval\(\) first"):
         generate(model, values, mask, speakers)
+
+
+def test_cross_attentions_match_generate_speech(model):
+    """The recorded cross-attention weights are generate_speech's, layer by layer and head by head."""
+    values, mask, speakers = _batch([1.3])
+    with torch.inference_mode():
+        _, expected = model.generate_speech(
+            values, speakers, threshold=NEVER, maxlenratio=1.0, output_cross_attentions=True
+        )
+    out = generate(
+        model, values, mask, speakers, threshold=NEVER, maxlenratio=1.0, output_cross_attentions=True
+    )
+    (ours,) = out.cross_attentions
+    # generate_speech gives (layers, heads, steps, S) for one input
+    assert ours.shape[2] * model.config.reduction_factor == out.frames[0]
+    torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(ours.sum(-1), torch.ones(ours.shape[:-1]))

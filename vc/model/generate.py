@@ -39,10 +39,13 @@ CHECK_EVERY = 8
 @dataclass
 class Generated:
     """``mels``: per item a (frames, num_mel_bins) log-mel after the post-net. ``stop_reasons``:
-    "stop_token", or "max_length" when the item ran to its limit."""
+    "stop_token", or "max_length" when the item ran to its limit. ``cross_attentions``: with
+    ``output_cross_attentions``, per item a (layers, heads, steps, encoder frames) tensor of the
+    decoder's cross-attention weights over that item's own steps and encoder frames."""
 
     mels: list[torch.Tensor]
     stop_reasons: list[str]
+    cross_attentions: list[torch.Tensor] | None = None
 
     @property
     def frames(self) -> list[int]:
@@ -82,9 +85,17 @@ class DecoderCache:
     """
 
     def __init__(
-        self, decoder, hidden: torch.Tensor, enc_mask: torch.Tensor, steps: int, first: int = 128
+        self,
+        decoder,
+        hidden: torch.Tensor,
+        enc_mask: torch.Tensor,
+        steps: int,
+        first: int = 128,
+        record_cross: bool = False,
     ) -> None:
         self.layers = decoder.wrapped_decoder.layers
+        # with record_cross, each step's cross-attention weights, (B, layers, heads, S) per step
+        self.cross_weights: list[torch.Tensor] | None = [] if record_cross else None
         attn = self.layers[0].self_attn
         self.heads, self.head_dim = attn.num_heads, attn.head_dim
         batch, length, _ = hidden.shape
@@ -109,13 +120,16 @@ class DecoderCache:
             .reshape(batch * self.heads, -1, self.head_dim)
         )
 
-    def _attend(self, attn, x, keys, values, bias=None) -> torch.Tensor:
+    def _attend(self, attn, x, keys, values, bias=None, record=None) -> torch.Tensor:
         batch = x.shape[0]
         query = (attn.q_proj(x) * attn.scaling).view(batch * self.heads, 1, self.head_dim)
         weights = torch.bmm(query, keys.transpose(1, 2))
         if bias is not None:
             weights = (weights.view(batch, self.heads, 1, -1) + bias).view(batch * self.heads, 1, -1)
-        out = torch.bmm(F.softmax(weights, dim=-1), values)
+        probs = F.softmax(weights, dim=-1)
+        if record is not None:
+            record.append(probs.view(batch, self.heads, -1))
+        out = torch.bmm(probs, values)
         return attn.out_proj(out.view(batch, 1, self.heads * self.head_dim))
 
     def _grow(self, capacity: int) -> None:
@@ -131,6 +145,7 @@ class DecoderCache:
         batch, n = x.shape[0], position + 1
         if position >= self.keys.shape[3]:
             self._grow(min(2 * self.keys.shape[3], self.steps))
+        record = [] if self.cross_weights is not None else None
         for i, layer in enumerate(self.layers):
             attn = layer.self_attn
             self.keys[i, :, :, position] = attn.k_proj(x).view(batch, self.heads, self.head_dim)
@@ -140,9 +155,11 @@ class DecoderCache:
             x = layer.self_attn_layer_norm(x + self._attend(attn, x, keys, values))
             keys, values = self.cross[i]
             x = layer.encoder_attn_layer_norm(
-                x + self._attend(layer.encoder_attn, x, keys, values, self.bias)
+                x + self._attend(layer.encoder_attn, x, keys, values, self.bias, record)
             )
             x = layer.final_layer_norm(x + layer.feed_forward(x))
+        if record is not None:
+            self.cross_weights.append(torch.stack(record, dim=1))
         return x
 
 
@@ -193,6 +210,7 @@ def generate(
     maxlenratio: float = 20.0,
     encode_separately: bool = False,
     check_every: int = CHECK_EVERY,
+    output_cross_attentions: bool = False,
 ) -> Generated:
     """Generate log-mels for a padded batch of 16 kHz audio.
 
@@ -203,6 +221,8 @@ def generate(
         threshold, minlenratio, maxlenratio: ``generate_speech``'s, per item (see the module doc).
         encode_separately: encode each input alone (exact and faster on a CPU).
         check_every: decoder steps between looks at the stop probabilities.
+        output_cross_attentions: also return each item's cross-attention weights (validation
+            pictures); costs memory linear in the steps.
     """
     if model.training:
         # DecoderCache writes out the layers' inference forward: in training mode transformers
@@ -222,7 +242,8 @@ def generate(
     must_stop = step_no >= torch.tensor(maxlen, device=device)[:, None]
     decoder, postnet = model.speecht5.decoder, model.speech_decoder_postnet
     frame = hidden.new_zeros(batch, 1, bins)
-    cache, steps = DecoderCache(decoder, hidden, enc_mask, total), None
+    cache = DecoderCache(decoder, hidden, enc_mask, total, record_cross=output_cross_attentions)
+    steps = None
     for idx in range(1, total + 1):
         x = _prenet_step(decoder.prenet, frame, speakers, idx - 1)
         last = cache.step(x, idx - 1)[:, 0]
@@ -238,4 +259,9 @@ def generate(
                 break
     mels = [postnet.postnet(spectra[i : i + 1, :n].reshape(1, n * r, bins))[0] for i, n in enumerate(steps)]
     reasons = ["max_length" if n >= limit else "stop_token" for n, limit in zip(steps, maxlen, strict=True)]
-    return Generated(mels, reasons)
+    cross = None
+    if output_cross_attentions:
+        # (B, steps done, layers, heads, S) -> per item (layers, heads, its steps, its S)
+        weights = torch.stack(cache.cross_weights, dim=1)
+        cross = [weights[i, :n, :, :, : enc_lens[i]].permute(1, 2, 0, 3) for i, n in enumerate(steps)]
+    return Generated(mels, reasons, cross)
