@@ -96,13 +96,7 @@ class ValidationAudio(pl.Callback):
             target = batch["labels"][i, : int(batch["tgt_lengths"][i])].numpy()
             source = batch["input_values"][i, : int(batch["src_lengths"][i])].numpy()
             # last decoder layer, averaged over heads: (steps, encoder frames)
-            att = (
-                attn[i, -1]
-                .mean(0)[: (n + module.reduction_factor - 1) // module.reduction_factor]
-                .float()
-                .cpu()
-                .numpy()
-            )
+            att = attn[i][-1].mean(0).float().cpu().numpy()
             mel_fig = plots.mel_figure(
                 {"target": target, "predicted": mel.float().cpu().numpy()},
                 title=f"{utt} @ step {step}",

@@ -15,15 +15,49 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from vc.errors import ConfigError
 from vc.model.loss import SpectrogramLoss
 
-DEFAULT_OPTIMIZER = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-5}
+# The defaults of a fine-tune, written once here and once in conf/model/speecht5_vc.yaml (a test
+# checks that the two agree). Sources: the fairseq VC fine-tune that produced microsoft/speecht5_vc
+# (microsoft/SpeechT5, SpeechT5/README.md "VC" command and speecht5/criterions/).
+#
+# dropout 0.2, attention and activation dropout 0.2, LayerDrop 0.05 (encoder) / 0.0 (decoder): the
+# VC command's --dropout/--attention-dropout/--activation-dropout/--encoder-layerdrop/--decoder-layerdrop.
+# The converted checkpoint's config keeps SpeechT5Config's 0.1 everywhere instead.
+RECIPE_DROPOUT = {
+    "hidden_dropout": 0.2,
+    "attention_dropout": 0.2,
+    "activation_dropout": 0.2,
+    "encoder_layerdrop": 0.05,
+    "decoder_layerdrop": 0.0,
+}
+# guided-attention weight 1.0: the VC command sets --use-guided-attn-loss, but SpeechT5Criterion
+# does not pass guided_attn_loss_lambda on, so TexttoSpeechLoss keeps its own default 1.0 (sigma
+# 0.4 and 2 heads likewise). transformers' guided_attention_loss_scale default is 10.
+# SpectrogramLoss's signature holds these values; this dict names them for the hyperparameters.
+DEFAULT_LOSS = {"bce_pos_weight": 5.0, "attn_weight": 1.0, "attn_sigma": 0.4, "attn_heads": 2}
+# --optimizer adam with no --adam-betas: fairseq's Adam defaults, betas (0.9, 0.999), eps 1e-8, no
+# weight decay. The learning rate is lower than the recipe's 1e-4 from the pretrained model:
+# this fine-tunes an already fine-tuned VC model on a new pair.
+DEFAULT_OPTIMIZER = {
+    "_target_": "torch.optim.AdamW",
+    "_partial_": True,
+    "lr": 1e-5,
+    "betas": [0.9, 0.999],
+    "eps": 1e-8,
+    "weight_decay": 0.0,
+}
+# linear warm-up, then linear decay to 0 at the end of training. num_training_steps None: the
+# trainer's own total (max_steps, or max_epochs x batches per epoch), read when fit starts.
 DEFAULT_SCHEDULER = {
     "_target_": "transformers.optimization.get_linear_schedule_with_warmup",
     "_partial_": True,
     "num_warmup_steps": 500,
-    "num_training_steps": 2000,
+    "num_training_steps": None,
 }
+# generate_speech's defaults
+DEFAULT_GENERATION = {"threshold": 0.5, "minlenratio": 0.0, "maxlenratio": 20.0}
 
 
 def _plain(x):
@@ -43,11 +77,15 @@ class VCLitModule(pl.LightningModule):
         speaker_encoder: hub id or folder of the SpeechBrain x-vector model (for the bundle).
         spec_augment: SpecAugment on the encoder (transformers enables it by default; the
             original VC fine-tune used none).
-        dropout: config overrides, e.g. ``{"hidden_dropout": 0.1}``; None keeps the checkpoint's.
+        dropout: SpeechT5Config overrides; None is the VC recipe's (:data:`RECIPE_DROPOUT`), ``{}``
+            keeps the checkpoint's.
         freeze: parameter-name prefixes to freeze, e.g. ``["speecht5.encoder.prenet.feature_encoder"]``.
-        loss: keyword arguments of :class:`vc.model.loss.SpectrogramLoss`.
-        optimizer: a ``_partial_`` Hydra config completed with the parameters.
-        scheduler: a ``_partial_`` Hydra config completed with the optimiser; stepped every step.
+        loss: keyword arguments of :class:`vc.model.loss.SpectrogramLoss` over :data:`DEFAULT_LOSS`.
+        optimizer: a ``_partial_`` Hydra config completed with the parameters; None is
+            :data:`DEFAULT_OPTIMIZER`.
+        scheduler: a ``_partial_`` Hydra config completed with the optimiser, stepped every step;
+            None is :data:`DEFAULT_SCHEDULER`, ``{}`` trains without one. A
+            ``num_training_steps`` of None is the trainer's total number of steps.
         generation: ``threshold``, ``minlenratio``, ``maxlenratio`` for free-running generation.
         audio: the audio settings (stored for the bundle).
         model_config: the SpeechT5 config; filled in after the first build (do not set by hand).
@@ -75,13 +113,12 @@ class VCLitModule(pl.LightningModule):
                 "vocoder": vocoder,
                 "speaker_encoder": speaker_encoder,
                 "spec_augment": spec_augment,
-                "dropout": _plain(dropout) or {},
+                "dropout": dict(RECIPE_DROPOUT) if dropout is None else _plain(dropout),
                 "freeze": list(freeze or []),
-                "loss": _plain(loss) or {},
+                "loss": {**DEFAULT_LOSS, **(_plain(loss) or {})},
                 "optimizer": _plain(optimizer) or dict(DEFAULT_OPTIMIZER),
-                "scheduler": _plain(scheduler),
-                "generation": _plain(generation)
-                or {"threshold": 0.5, "minlenratio": 0.0, "maxlenratio": 20.0},
+                "scheduler": dict(DEFAULT_SCHEDULER) if scheduler is None else _plain(scheduler),
+                "generation": {**DEFAULT_GENERATION, **(_plain(generation) or {})},
                 "audio": _plain(audio) or {},
                 "model_config": _plain(model_config),
             }
@@ -157,29 +194,33 @@ class VCLitModule(pl.LightningModule):
 
     @torch.no_grad()
     def generate(self, batch: Mapping, output_cross_attentions: bool = False, **overrides):
-        """Free-running generation for a collated batch.
+        """Free-running generation for a collated batch, through the converter's loop
+        (:func:`vc.model.generate.generate`): capped at the decoder's position table, so an item
+        that never emits a stop (early in training) ends at the limit instead of overrunning it.
 
-        Returns ``(mels (B, T, M), lengths list[int], cross_attentions or None)``; cross
-        attentions are (B, layers, heads, T / reduction_factor, S).
+        Returns ``(mels (B, T, M) padded, lengths list[int], cross_attentions or None)``; cross
+        attentions are per item (layers, heads, steps, encoder frames).
         """
+        from vc.model.generate import generate
+
         gen = {**self.hparams.generation, **overrides}
         was_training = self.model.training
         self.model.eval()
         try:
-            out = self.model.generate_speech(
+            out = generate(
+                self.model,
                 batch["input_values"].to(self.device),
-                speaker_embeddings=batch["speaker_embeddings"].to(self.device),
-                attention_mask=batch["attention_mask"].to(self.device),
+                batch["attention_mask"].to(self.device),
+                batch["speaker_embeddings"].to(self.device),
                 threshold=gen["threshold"],
                 minlenratio=gen["minlenratio"],
                 maxlenratio=gen["maxlenratio"],
                 output_cross_attentions=output_cross_attentions,
-                return_output_lengths=True,
             )
         finally:
             self.model.train(was_training)
-        mels, lengths = out[0], [int(n) for n in out[1]]
-        return mels, lengths, (out[2] if output_cross_attentions else None)
+        mels = torch.nn.utils.rnn.pad_sequence(out.mels, batch_first=True)
+        return mels, out.frames, out.cross_attentions
 
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -193,5 +234,29 @@ class VCLitModule(pl.LightningModule):
         optimizer = instantiate({**config, "_partial_": True})(params=params)
         if not self.hparams.scheduler:
             return optimizer
-        scheduler = instantiate({**self.hparams.scheduler, "_partial_": True})(optimizer=optimizer)
+        config = {**self.hparams.scheduler, "_partial_": True}
+        if "num_training_steps" in config:
+            config["num_training_steps"] = self._scheduled_steps(config["num_training_steps"])
+        scheduler = instantiate(config)(optimizer=optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _scheduled_steps(self, configured) -> int:
+        """The scheduler's total: the trainer's number of optimiser steps when ``configured`` is
+        None (or -1), else ``configured``, which must not end before training does (a linear
+        schedule is 0 from its total on, and nothing would be learnt after it)."""
+        trainer = self._trainer
+        total = trainer.estimated_stepping_batches if trainer is not None else None
+        if configured is None or int(configured) < 0:
+            if total is None or total == float("inf"):
+                raise ConfigError(
+                    "model.scheduler.num_training_steps=null needs a finite training length: set "
+                    "trainer.max_steps or trainer.max_epochs, or give num_training_steps."
+                )
+            return int(total)
+        if total is not None and total != float("inf") and int(configured) < int(total):
+            raise ConfigError(
+                f"model.scheduler.num_training_steps={configured} ends before training does ({int(total)} "
+                f"steps): the learning rate would be 0 from step {configured} on. Leave it null (the "
+                "trainer's total) or set it to at least that."
+            )
+        return int(configured)
