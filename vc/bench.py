@@ -366,6 +366,8 @@ def _train_setup(
         speaker_encoder=str(models.xvector),
         audio=dict(audio),
         freeze=[FEATURE_ENCODER] if spec.frozen else [],
+        # no LR schedule: it does not change what a step costs, and this loop has no trainer
+        scheduler={},
     ).to(device)
     module.train()
     if spec.fused:

@@ -34,10 +34,13 @@ def guided_attention_weights(
 class SpectrogramLoss(nn.Module):
     """L1 + L1 + BCE(stop) + guided attention.
 
+    The defaults are the VC fine-tune's (see ``vc.model.module.DEFAULT_LOSS`` for their sources).
+
     Args:
         reduction_factor: frames the decoder emits per step (SpeechT5: 2).
         bce_pos_weight: weight of the positive (stop) class in the BCE.
-        attn_weight: scale of the guided-attention loss (transformers' ``guided_attention_loss_scale``); 0 turns it off.
+        attn_weight: scale of the guided-attention loss (transformers' ``guided_attention_loss_scale``,
+            fairseq's ``guided_attn_loss_lambda``); 0 turns it off.
         attn_sigma: width of the diagonal band.
         attn_heads: how many leading heads of each decoder layer are guided.
     """
@@ -46,7 +49,7 @@ class SpectrogramLoss(nn.Module):
         self,
         reduction_factor: int = 2,
         bce_pos_weight: float = 5.0,
-        attn_weight: float = 10.0,
+        attn_weight: float = 1.0,
         attn_sigma: float = 0.4,
         attn_heads: int = 2,
     ):
