@@ -54,6 +54,34 @@ def resolve_ckpt_path(ckpt_path: str | None, checkpoint_dir: str | Path) -> str 
     return str(ckpt_path)
 
 
+def allow_layerdrop_under_ddp(trainer: pl.Trainer, layerdrop: float) -> None:
+    """Make a data-parallel ``trainer`` safe for a model whose LayerDrop is ``layerdrop``.
+
+    LayerDrop skips layers at random, differently on each rank; a skipped layer's parameters get
+    no gradient there, and DDP without ``find_unused_parameters`` waits for them for ever (the VC
+    fine-tune ran with fairseq's --find-unused-parameters for this reason). So with LayerDrop > 0
+    a DDP strategy of more than one process gets ``find_unused_parameters=True`` before it wraps
+    the model, whichever way it was chosen (trainer=ddp, strategy=auto on several devices, a
+    SageMaker or SLURM launch); one that asked for False explicitly is a ConfigError.
+    """
+    from lightning.pytorch.strategies import DDPStrategy
+
+    strategy = trainer.strategy
+    if layerdrop <= 0 or not isinstance(strategy, DDPStrategy) or trainer.world_size <= 1:
+        return
+    # DDPStrategy keeps the DistributedDataParallel keyword arguments here until fit wraps the model
+    kwargs = strategy._ddp_kwargs
+    if kwargs.get("find_unused_parameters") is False:
+        raise ConfigError(
+            f"LayerDrop {layerdrop:g} under DDP needs find_unused_parameters: use trainer.strategy=ddp "
+            "(train.py then turns it on), or set model.dropout.encoder_layerdrop=0 "
+            "model.dropout.decoder_layerdrop=0."
+        )
+    if not kwargs.get("find_unused_parameters"):
+        log.info("LayerDrop %g under DDP: find_unused_parameters=True", layerdrop)
+        kwargs["find_unused_parameters"] = True
+
+
 def _instantiate_dict(cfg: DictConfig | None) -> list:
     return [instantiate(c) for c in (cfg or {}).values() if c is not None and "_target_" in c]
 
@@ -74,6 +102,8 @@ def build(cfg: DictConfig):
         callbacks=_instantiate_dict(cfg.get("callbacks")),
         logger=_instantiate_dict(cfg.get("logger")) or False,
     )
+    config = module.model.config
+    allow_layerdrop_under_ddp(trainer, max(config.encoder_layerdrop, config.decoder_layerdrop))
     return datamodule, module, trainer
 
 
