@@ -25,7 +25,8 @@ SPEECHT5_DIR = "speecht5_vc"
 HIFIGAN_DIR = "speecht5_hifigan"
 XVECTOR_DIR = "spkrec-xvect"
 # A folder counts as built once its last-written file exists; the atomic rename makes that all-or-nothing.
-_COMPLETE = ".complete"
+# The name carries the stand-ins' version: folders built by an older version are rebuilt.
+_COMPLETE = ".complete-v2"
 
 # The real model's x-vector recipe (speechbrain/spkrec-xvect-voxceleb) with small TDNN layers.
 # lin_neurons stays 512 because SpeechT5 expects 512-d speaker embeddings. ``pretrained_path``
@@ -117,10 +118,13 @@ class TinyModels(NamedTuple):
 def tiny_speecht5_config():
     """A SpeechT5Config with small sizes and the real model's audio interface.
 
-    Kept from the real config: the 7 conv layers of the feature encoder with their kernels and
-    strides (320x downsampling of 16 kHz audio), 80 mel bins, reduction factor 2, 512-d speaker
-    embeddings, 4000 speech positions (20 s of audio is 1000 encoder frames; 1000 target frames
-    are 500 decoder steps).
+    Everything but the sizes is the converted ``microsoft/speecht5_vc``'s: SpeechT5Config's
+    defaults (dropout 0.1, LayerDrop 0.1/0.1, the speech pre- and post-net dropouts, relative
+    positions 160), the 7 conv layers of the feature encoder with their kernels and strides (320x
+    downsampling of 16 kHz audio), 80 mel bins, reduction factor 2, 512-d speaker embeddings, and
+    the conversion script's ``max_speech_positions`` 1876 for speech-to-speech (1876 decoder steps
+    are 3752 frames, 60 s of output; at maxlenratio 20 an input of 3.75 s or more reaches it). A
+    test that needs another value sets it on its own copy.
     """
     from transformers import SpeechT5Config
 
@@ -141,8 +145,8 @@ def tiny_speecht5_config():
         num_mel_bins=80,
         reduction_factor=2,
         speaker_embedding_dim=512,
-        max_speech_positions=4000,
-        encoder_max_relative_position=160,
+        # transformers' convert_speecht5_original_pytorch_checkpoint_to_pytorch.py, task s2s
+        max_speech_positions=1876,
     )
 
 
