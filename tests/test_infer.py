@@ -20,7 +20,7 @@ import pytest
 import soundfile as sf
 from hydra import compose, initialize_config_dir
 
-from vc.audio import load_audio
+from vc.audio import load_audio, resample
 from vc.errors import AudioError, ConfigError, VCError
 from vc.infer import run
 
@@ -65,9 +65,7 @@ def ref(synthetic_arctic) -> Path:
 
 def write_stereo_44k_flac(src: Path, dest: Path) -> Path:
     """``src`` (16 kHz mono) as a 44.1 kHz stereo FLAC, the channels at different gains."""
-    from scipy.signal import resample_poly
-
-    wav = resample_poly(sf.read(str(src), dtype="float32")[0], 441, 160)
+    wav = resample(sf.read(str(src), dtype="float32")[0], SR, 44_100)
     dest.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(dest), np.stack([wav, 0.5 * wav], axis=1), 44_100, format="FLAC")
     return dest

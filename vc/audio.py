@@ -1,7 +1,8 @@
 """Audio in and out: any file, bytes or array -> mono float32 at 16 kHz; WAV and base64 WAV out.
 
 torchaudio 2.9+ has no I/O of its own, so reading and writing go through soundfile
-(WAV, FLAC, OGG, MP3 with libsndfile >= 1.1). Resampling is polyphase (scipy).
+(WAV, FLAC, OGG, MP3 with libsndfile >= 1.1). Resampling is soxr's band-limited sinc resampler
+(:func:`resample`), after any downmix to mono.
 """
 
 from __future__ import annotations
@@ -10,13 +11,12 @@ import base64
 import hashlib
 import io
 import os
-from math import gcd
 from pathlib import Path
 from typing import Union
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
+import soxr
 
 from vc.errors import AudioError
 
@@ -29,11 +29,19 @@ AudioInput = Union[str, os.PathLike, bytes, np.ndarray, "tuple[np.ndarray, int]"
 
 
 def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
-    """Polyphase resampling of a 1-D float array from ``orig_sr`` to ``target_sr`` Hz."""
+    """Mono float audio (T,) at ``orig_sr`` Hz -> float32 (about T * target_sr / orig_sr,) at ``target_sr`` Hz.
+
+    Every rate change in the package goes through here. soxr filters before it decimates:
+    scipy's ``resample_poly`` default filter let an 8.5 kHz tone in 48 kHz audio through as a
+    7.5 kHz alias only 14 dB down, inside the model's 80-7600 Hz mel band.
+    """
+    wav = np.asarray(wav, dtype=np.float32)
     if orig_sr == target_sr:
         return wav
-    g = gcd(int(orig_sr), int(target_sr))
-    return resample_poly(wav, target_sr // g, orig_sr // g).astype(np.float32)
+    # "HQ" (20-bit), measured at every common rate: aliases and images >= 130 dB down (past a 16-bit
+    # source's 96 dB), tones up to 7.3 kHz within 0.01 dB, -3 dB at 7.6 kHz. "VHQ" was no better at
+    # float32's noise floor and no faster, often slower.
+    return soxr.resample(wav, int(orig_sr), int(target_sr), quality="HQ")
 
 
 def _to_mono(data: np.ndarray, channels_first_ok: bool = False) -> np.ndarray:
