@@ -277,8 +277,9 @@ class VoiceConverter:
         speaker_cache_size: int = 256,
         seed: int | None = 0,
     ) -> VoiceConverter:
-        """Load a converter from ``ckpt``: a bundle folder, a Lightning ``.ckpt``, or a SpeechT5 hub
-        id or folder (``microsoft/speecht5_vc``).
+        """Load a converter from ``ckpt``: a bundle folder, a Lightning ``.ckpt``, a Hub bundle repo
+        (``USER/NAME``, pushed with ``python -m vc.hub push``; offline: from the local Hub cache), or a
+        SpeechT5 hub id or folder (``microsoft/speecht5_vc``).
 
         ``vocoder`` and ``speaker_encoder`` (hub ids or folders) replace the checkpoint's own; for
         a hub id they default to ``microsoft/speecht5_hifigan`` and
@@ -299,7 +300,11 @@ class VoiceConverter:
         elif path.suffix == ".ckpt" or path.is_file():
             parts = cls._load_lightning(path)
         else:
-            parts = cls._load_speecht5(name)
+            from vc.hub import bundle_repo
+
+            # a Hub repo holding a bundle (vc.hub push) loads whole; a plain SpeechT5 repo as before
+            snapshot = bundle_repo(name)
+            parts = cls._load_bundle(snapshot) if snapshot else cls._load_speecht5(name)
         # a bundle's vocoder is loaded already; a name (from a .ckpt, the default or the override) is not
         voc = parts.vocoder
         if vocoder is not None or isinstance(voc, str):

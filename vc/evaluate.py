@@ -588,9 +588,11 @@ def _settings(cfg: DictConfig, groups: Sequence[str]) -> dict:
     return out
 
 
-def _notes(cfg: DictConfig, groups: Sequence[str], n_scored: int, settings: dict) -> list[str]:
+def table_notes(split: str, n_scored: int, settings: dict) -> list[str]:
+    """The lines under the table: what the cells are, and each metric's settings (from ``summary.json``'s
+    ``settings``); the model card of a pushed bundle (:mod:`vc.hub`) reuses them."""
     notes = [
-        f"Mean ± 95% confidence interval (Student's t) over {n_scored} {cfg.split} utterance(s); "
+        f"Mean ± 95% confidence interval (Student's t) over {n_scored} {split} utterance(s); "
         "↓ lower is better, ↑ higher is better. Floor: the unconverted source; ceiling: the target recordings. "
         "n/a: no valid value (the ceiling's MCD and F0 are 0 by definition; other reasons: nan_reasons in "
         "summary.json)."
@@ -640,7 +642,7 @@ def run(cfg: DictConfig) -> dict:
 
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "utterances.csv", rows, columns)
-    (out / "table.md").write_text(markdown_table(stats, columns, _notes(cfg, groups, len(utts), settings)))
+    (out / "table.md").write_text(markdown_table(stats, columns, table_notes(cfg.split, len(utts), settings)))
     (out / "plots").mkdir(exist_ok=True)
     plots.save(distributions_figure(rows, columns), out / "plots" / "metrics.png")
     mels = mel_pictures(utts, rows, cfg.audio, out / "plots")
