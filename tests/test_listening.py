@@ -150,6 +150,28 @@ def test_ab_key_reveals_the_system_on_each_side(folders):
         listening.ab_session({"baseline": systems["baseline"]}, "alice")
 
 
+def test_ab_pair_defaults_to_the_first_two_systems_and_says_why_there_is_none(systems):
+    """``systems``: baseline, finetuned and the ground truth."""
+    assert listening.ab_pair(systems).names == SYSTEMS
+    assert listening.ab_pair(systems, " finetuned , ground truth ").names == ("finetuned", "ground truth")
+    # one system (the ground truth does not count): MOS only, and the note says why
+    one = listening.ab_pair({"mine": [], "ground truth": []})
+    assert one.names == () and "needs two systems and there is one (`mine`)" in one.note
+    assert "VC_SYSTEMS" in one.note
+    # a pair naming systems that are not there: no A/B test, and the systems there are
+    for pair, why in [
+        ("finetuned,pretrained", "no system 'pretrained'"),
+        ("finetuned", "name two different systems"),
+        ("finetuned,finetuned", "name two different systems"),
+        ("baseline,finetuned,ground truth", "name two different systems"),
+    ]:
+        choice = listening.ab_pair(systems, pair)
+        assert choice.names == (), pair
+        assert choice.note.startswith(
+            f"VC_AB_PAIR={pair}: {why}; the systems are `baseline`, `finetuned`, `ground truth`."
+        ), choice.note
+
+
 def test_ratings_csv_round_trip(tmp_path):
     path = listening.ratings_path(tmp_path, "alice")
     store = listening.RatingStore(path)

@@ -644,8 +644,11 @@ def run(cfg: DictConfig) -> dict:
     (out / "plots").mkdir(exist_ok=True)
     plots.save(distributions_figure(rows, columns), out / "plots" / "metrics.png")
     mels = mel_pictures(utts, rows, cfg.audio, out / "plots")
+    local = Path(str(cfg.ckpt)).expanduser()
     summary = {
         "ckpt": str(cfg.ckpt),
+        # absolute (None for a hub id), so that a training run's review (vc.runlogs.find_eval) finds it
+        "ckpt_path": str(local.resolve()) if local.exists() else None,
         "pairs": sorted({labels[p.utt_id] for p in chosen}),
         "data": {
             "corpus": corpus.name,

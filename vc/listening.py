@@ -5,6 +5,7 @@ What ``notebooks/listening_test.ipynb`` does, as functions that run without a br
 - :func:`find_items` matches a folder of converted audio (``eval.py``'s ``converted/``, ``infer.py``'s
   output folder) with source, reference and ground-truth target files by utterance id (the file
   name without its extension); :func:`load_systems` does it for several systems at once.
+- :func:`ab_pair` picks the A/B test's two systems (or says why there is no A/B test).
 - :func:`mos_session` and :func:`ab_session` build one rater's trials in an order shuffled with a
   seed per rater, under opaque trial ids. Which system made each sample (and which side it is on in
   an A/B trial) is kept in the session's ``key``, saved apart from the ratings (:func:`save_key`).
@@ -157,6 +158,47 @@ def parse_systems(text: str) -> dict[str, str]:
             )
         out[name.strip()] = folder.strip()
     return out
+
+
+@dataclass(frozen=True)
+class ABPair:
+    """The two systems of the A/B test (``names``; empty when there is no A/B test to run) and a line
+    of markdown that says which two, or why there is none and what to set."""
+
+    names: tuple[str, ...]
+    note: str
+
+
+def ab_pair(
+    systems: Mapping[str, object], pair: str = "", ground_truth: str | None = "ground truth"
+) -> ABPair:
+    """Choose the A/B test's systems among ``systems`` (:func:`load_systems`).
+
+    ``pair`` is ``"name1,name2"``; empty: the first two systems other than ``ground_truth``. With fewer
+    than two systems, a name that is not one of them, or not exactly two different names, there is no
+    A/B test and the note lists the systems there are (the MOS test does not need a pair).
+    """
+    there = ", ".join(f"`{name}`" for name in systems) or "none"
+    names = tuple(filter(None, (n.strip() for n in pair.split(","))))
+    if not names:
+        names = tuple(name for name in systems if name != ground_truth)[:2]
+        if len(names) < 2:
+            one = f"there is one (`{names[0]}`)" if names else "there is none"
+            return ABPair(
+                (),
+                f"The A/B test needs two systems and {one}, so it is left out; the MOS test rates what there "
+                "is. To compare two, list both in VC_SYSTEMS, e.g. `VC_SYSTEMS=finetuned=PATH1,pretrained=PATH2`.",
+            )
+        return ABPair(names, f"A/B test: `{names[0]}` against `{names[1]}` (VC_AB_PAIR picks another pair).")
+    unknown = [name for name in names if name not in systems]
+    if unknown or len(set(names)) != 2 or len(names) != 2:
+        why = f"no system {', '.join(map(repr, unknown))}" if unknown else "name two different systems"
+        return ABPair(
+            (),
+            f"VC_AB_PAIR={pair}: {why}; the systems are {there}. The A/B test is left out: set VC_AB_PAIR "
+            "to two of them, e.g. `VC_AB_PAIR=name1,name2`, or leave it empty for the first two.",
+        )
+    return ABPair(names, f"A/B test: `{names[0]}` against `{names[1]}`.")
 
 
 def describe(systems: Mapping[str, Sequence[Item]]) -> str:

@@ -4,7 +4,8 @@ A training run folder (``paths.output_dir``) holds the CSV logger's ``csv/metric
 TensorBoard event files, and ``val_samples/`` from :class:`vc.callbacks.ValidationAudio`:
 ``step<N>/<utt>.wav``, ``<utt>_mel.png``, ``<utt>_attention.png`` per validation, and
 ``truth/<utt>_source.wav`` / ``<utt>_target_vocoded.wav`` once. An evaluation folder holds
-``table.md``, ``summary.json`` and PNG plots (in ``plots/``). ``notebooks/training_review.ipynb`` shows them.
+``table.md``, ``summary.json`` and PNG plots (in ``plots/``); :func:`find_eval` finds the evaluations of a
+training run, :func:`eval_command` says how to make one. ``notebooks/training_review.ipynb`` shows them.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ import fnmatch
 import json
 import os
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
+
+from omegaconf import OmegaConf
 
 from vc.errors import DataError
 
@@ -218,3 +222,147 @@ def load_eval(folder: str | os.PathLike) -> EvalReport:
         json.loads(summary.read_text()) if summary.is_file() else None,
         sorted(folder.rglob("*.png")),
     )
+
+
+def _is_eval_folder(folder: Path) -> bool:
+    return (folder / "summary.json").is_file() or (folder / "table.md").is_file()
+
+
+def _evaluated_model(summary_path: Path) -> Path | None:
+    """The local model file or folder an evaluation scored (summary.json's ``ckpt_path``), None if unknown."""
+    try:
+        path = json.loads(summary_path.read_text()).get("ckpt_path")
+    except (OSError, ValueError, AttributeError):  # a half-written or foreign summary.json
+        return None
+    return Path(path) if path else None
+
+
+def find_eval(run_dir: str | os.PathLike, eval_dir: str | os.PathLike) -> EvalReport | None:
+    """The evaluation to show with a training run, or None when there is none yet.
+
+    ``eval_dir`` is an ``eval.py`` output folder (it holds ``summary.json`` or ``table.md``): that one.
+    Otherwise it is searched, recursively, for ``eval.py`` outputs whose model lies inside ``run_dir``
+    (its bundle or a checkpoint), and the most recent one is read. A missing ``eval_dir`` is no evaluation.
+    """
+    eval_dir = Path(eval_dir).expanduser()
+    if _is_eval_folder(eval_dir):
+        return load_eval(eval_dir)
+    run = Path(run_dir).expanduser().resolve()
+    ours = [
+        summary.parent
+        for summary in (eval_dir.rglob("summary.json") if eval_dir.is_dir() else [])
+        if (model := _evaluated_model(summary)) is not None and model.is_relative_to(run)
+    ]
+    return load_eval(max(ours, key=lambda p: p.stat().st_mtime)) if ours else None
+
+
+def run_model(run_dir: str | os.PathLike) -> Path | None:
+    """What ``eval.py`` and ``infer.py`` take as ``ckpt`` for a training run: its bundle (the best
+    checkpoint, exported when training ends), else ``checkpoints/last.ckpt``, else its newest ``.ckpt``;
+    None before the first checkpoint."""
+    from vc.model.bundle import is_bundle
+
+    run_dir = Path(run_dir)
+    if is_bundle(run_dir / "bundle"):
+        return run_dir / "bundle"
+    if (run_dir / "checkpoints" / "last.ckpt").is_file():
+        return run_dir / "checkpoints" / "last.ckpt"
+    ckpts = list(run_dir.rglob("*.ckpt"))
+    return max(ckpts, key=lambda p: p.stat().st_mtime) if ckpts else None
+
+
+# the training settings that decide which pairs make up eval.py's test split
+_SPLIT_KEYS = (
+    "src_spk",
+    "tgt_spk",
+    "split.scheme",
+    "split.val_ratio",
+    "split.test_ratio",
+    "split.max_train_pairs",
+)
+# training overrides that say where the corpus is (data_dir, cache_dir, root_dir; data.corpus.*)
+_WHERE = re.compile(r"^(paths\.(root_dir|data_dir|cache_dir)|data\.corpus\.[\w.]+)=")
+
+
+def _override(key: str, value) -> str:
+    """``key=value`` as one shell word that Hydra's grammar accepts (paths with spaces, commas, brackets)."""
+    text = "null" if value is None else str(value)
+    if re.fullmatch(r"[\w./:+~-]+", text):
+        return f"{key}={text}"
+    return shlex.quote(f'{key}="{text}"')
+
+
+def _shown(path: Path, repo: Path) -> str:
+    """``path`` relative to ``repo`` (where the command runs) when it lies inside it, else absolute."""
+    path, repo = path.resolve(), repo.resolve()
+    return str(path.relative_to(repo)) if path.is_relative_to(repo) else str(path)
+
+
+def eval_command(run_dir: str | os.PathLike, repo: str | os.PathLike = "..") -> tuple[str | None, list[str]]:
+    """The ``eval.py`` command that scores a training run's held-out test pairs, and notes on it.
+
+    Returns ``(command, notes)``; the command is run in ``repo`` (the source checkout) and is None
+    before the run has a checkpoint. The data settings (data group, speaker pair, split, seed, where the
+    corpus is) come from the run's Hydra record (``.hydra/``), so the test split is the one training held
+    out; a run without that record gets a note asking for them.
+    """
+    run_dir, repo = Path(run_dir).expanduser(), Path(repo)
+    model = run_model(run_dir)
+    if model is None:
+        return None, [
+            f"{run_dir} has no bundle or checkpoint yet: evaluate it once training has written its first "
+            "checkpoint (after the first validation)."
+        ]
+    args = ["python", "eval.py", _override("ckpt", _shown(model, repo))]
+    notes: list[str] = []
+    record = run_dir / ".hydra"
+    if not (record / "config.yaml").is_file() or not (record / "hydra.yaml").is_file():
+        notes.append(
+            f"{run_dir} has no .hydra/ record of its settings: add the data settings it trained with "
+            "(data=..., data.src_spk=..., data.tgt_spk=..., data.split.*, seed=...) so that eval.py scores "
+            "the pairs it held out."
+        )
+        return " ".join(args), notes
+    config = OmegaConf.load(record / "config.yaml")
+    choice = OmegaConf.select(OmegaConf.load(record / "hydra.yaml"), "hydra.runtime.choices.data")
+    if choice:
+        args.append(_override("data", choice))
+    data = OmegaConf.to_container(config.data, resolve=False) if "data" in config else {}
+    for key in _SPLIT_KEYS:
+        *parents, leaf = key.split(".")
+        node = data
+        for parent in parents:
+            node = node.get(parent) or {}
+        value = node.get(leaf, "???")
+        if isinstance(value, str) and (value == "???" or "${" in value):
+            continue  # not set, or the same interpolation in eval's config
+        if key == "split.test_ratio" and value == 0:
+            notes.append(
+                "The run held out no test pairs (data.split.test_ratio=0): eval.py's test split "
+                "(test_ratio 0.1) then holds pairs it trained on, and eval.py warns about them. Train "
+                "with data.split.test_ratio=0.1 to score unseen pairs."
+            )
+            continue
+        args.append(_override(f"data.{key}", value))
+    if "seed" in config:
+        args.append(_override("seed", config.seed))
+    overrides = OmegaConf.load(record / "overrides.yaml") if (record / "overrides.yaml").is_file() else []
+    args += [shlex.quote(o) for o in overrides if _WHERE.match(o)]
+    return " ".join(args), notes
+
+
+def eval_note(run_dir: str | os.PathLike, eval_dir: str | os.PathLike, repo: str | os.PathLike = "..") -> str:
+    """Markdown for a run without an evaluation: that there is none below ``eval_dir``, and the
+    :func:`eval_command` that adds one."""
+    eval_dir = Path(eval_dir)
+    where = f"`{eval_dir}` does not exist" if not eval_dir.exists() else f"none below `{eval_dir}` scored it"
+    command, notes = eval_command(run_dir, repo)
+    text = f"**No evaluation of this run yet** ({where})."
+    if command:
+        text += (
+            f" To add one, run this in the repository folder (`{Path(repo).resolve()}`):\n\n"
+            f"    {command}\n\n"
+            "(`max_utterances=20` for a quick look), then run this section again: it shows the newest "
+            f"evaluation of this run below `{eval_dir}` (`VC_EVAL_DIR` names another folder)."
+        )
+    return "\n\n".join([text, *notes])
