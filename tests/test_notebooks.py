@@ -137,7 +137,8 @@ def tiny_run(smoke_root, tmp_path_factory):
     """A 10-step smoke training run with the CSV logger and two validations (steps 5 and 10); read-only."""
     from vc.train import run
 
-    run_dir = tmp_path_factory.mktemp("tiny_run")
+    # in a folder of its own, which stands for it as a folder of runs does for its newest
+    run_dir = tmp_path_factory.mktemp("tiny_runs") / "run"
     run(
         compose_config(
             "train",
@@ -173,16 +174,20 @@ def test_training_review_notebook_runs_on_a_smoke_run(tiny_run, tmp_path, monkey
 
 
 def test_training_review_notebook_without_an_evaluation_says_how_to_add_one(tiny_run, monkeypatch):
-    """First touch: VC_RUN_DIR set, no evaluation run yet (VC_EVAL_DIR unset). The review runs to the end;
-    the evaluation section gives the eval.py command for this run's checkpoint."""
-    monkeypatch.setenv("VC_RUN_DIR", str(tiny_run))
+    """First touch: VC_RUN_DIR set (to the folder of runs, as a hurried user does), no evaluation run yet
+    (VC_EVAL_DIR unset). The review shows the newest run to the end; the evaluation section gives the
+    eval.py command for this run's checkpoint."""
+    monkeypatch.setenv("VC_RUN_DIR", str(tiny_run.parent))
     monkeypatch.delenv("VC_EVAL_DIR", raising=False)
     nb = _execute("training_review.ipynb")
 
     assert not _errors(nb)
     # loss, training and validation loss parts, learning rate; no evaluation plot
     assert len(_outputs(nb, "image/png")) == 4
+    (samples,) = [h for h in _outputs(nb, "text/html") if "<table>" in h]
+    assert samples.count("<tr><td>") == 2, "one row per validation step"
     markdown = " ".join(_outputs(nb, "text/markdown"))
+    assert f"Run: `{tiny_run}`" in markdown
     assert "No evaluation of this run" in markdown
     assert f"python eval.py ckpt={tiny_run / 'checkpoints' / 'last.ckpt'}" in markdown
 
@@ -244,9 +249,25 @@ def test_run_logs_from_csv_and_tensorboard(tmp_path):
     assert steps[1].samples["b_2"].mel is None
     assert runlogs.val_truth(run) == {"a_1": {"source": run / "val_samples" / "truth" / "a_1_source.wav"}}
 
+    assert runlogs.val_samples_html(run, "c_3") == (
+        f"<p>No validation samples of utterance 'c_3' in {run / 'val_samples'}; its validation utterances "
+        "are a_1, b_2 (VC_UTT_ID picks one).</p>"
+    )
+
+    # a folder of runs (outputs/train, a sweep) stands for its newest run; a run folder for itself
+    older = tmp_path / "outputs" / "train" / "run0"
+    (older / "tensorboard").mkdir(parents=True)
+    (older / "tensorboard" / "events.out.tfevents.1").touch()
+    os.utime(older, (1e9, 1e9))
+    assert runlogs.latest_run(tmp_path / "outputs" / "train") == run
+    assert runlogs.latest_run(older) == older
+
     with pytest.raises(DataError, match="logger=csv"):
         runlogs.load_curves(run / "val_samples")
-    with pytest.raises(DataError, match="VC_RUN_DIR"):
+    with pytest.raises(DataError, match="no such folder. Set VC_RUN_DIR"):
+        runlogs.latest_run(tmp_path / "empty")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"no training run below .*Train first"):
         runlogs.latest_run(tmp_path / "empty")
     with pytest.raises(DataError, match="eval_dir"):
         runlogs.load_eval(tmp_path / "no_eval")
@@ -342,3 +363,12 @@ def test_eval_note_for_a_run_without_a_checkpoint(tmp_path):
     )
     text = runlogs.eval_note(tmp_path, tmp_path / "eval")
     assert f"(`{tmp_path / 'eval'}` does not exist)" in text and "python eval.py" not in text
+
+
+def test_a_curve_figure_with_nothing_logged_says_so():
+    from vc import plots
+
+    fig = plots.curves_figure({}, title="learning rate")
+    assert [t.get_text() for t in fig.axes[0].texts] == ["not logged in this run"]
+    assert fig.axes[0].get_legend() is None
+    plots.plt.close(fig)

@@ -38,7 +38,7 @@ import numpy as np
 
 from vc import plots
 from vc.audio import SAMPLE_RATE, find_audio_files, load_audio, wav_bytes
-from vc.errors import ConfigError, DataError
+from vc.errors import ConfigError, DataError, path_hint
 from vc.metrics import confidence_interval
 
 QUESTIONS = {
@@ -73,15 +73,18 @@ class Item:
         return {role: getattr(self, role) for role in ROLES if getattr(self, role) is not None}
 
 
-def index_folder(folder: str | os.PathLike, name: str) -> dict[str, Path]:
+def index_folder(folder: str | os.PathLike, name: str, optional: bool = False) -> dict[str, Path]:
     """Audio files below ``folder`` (recursive) by utterance id (file name without extension).
 
-    ``name`` names the folder in errors. Raises :class:`DataError` when the folder does not exist,
-    holds no audio, or two files share an utterance id.
+    ``name`` names the folder in errors; ``optional`` says there that it can be left out. Raises
+    :class:`DataError` when the folder does not exist, holds no audio, or two files share an utterance id.
     """
     folder = Path(folder).expanduser()
     if not folder.is_dir():
-        raise DataError(f"{name}={folder}: no such folder. Point {name} at a folder of audio files.")
+        blank = f", or leave it empty (the items then have no {name} file)" if optional else ""
+        raise DataError(
+            f"{name}={folder}: no such folder{path_hint(folder)}. Point {name} at a folder of audio files{blank}."
+        )
     index: dict[str, Path] = {}
     for path in find_audio_files(folder):
         if path.stem in index:
@@ -100,20 +103,27 @@ def find_items(
     source: str | os.PathLike | None = None,
     target: str | os.PathLike | None = None,
     reference: str | os.PathLike | None = None,
+    name: str = "converted",
 ) -> list[Item]:
     """Every converted file with its source, reference and target, sorted by utterance id.
 
     ``converted``, ``source`` and ``target`` are folders searched recursively; files are matched by
     utterance id (file name without extension). ``reference`` is one file (the same reference for
     every item) or a folder matched the same way. A role with no match is None in the item.
+    ``name`` names the converted folder in errors (a system's name).
     """
     if reference and not Path(reference).expanduser().exists():
-        raise DataError(f"reference={reference}: no such file or folder.")
-    found = index_folder(converted, "converted")
-    sources = index_folder(source, "source") if source else {}
-    targets = index_folder(target, "target") if target else {}
+        raise DataError(
+            f"reference={reference}: no such file or folder{path_hint(reference)}. Point reference at a file or "
+            "a folder of audio files, or leave it empty (the target is used)."
+        )
+    found = index_folder(converted, name)
+    sources = index_folder(source, "source", optional=True) if source else {}
+    targets = index_folder(target, "target", optional=True) if target else {}
     single_ref = Path(reference).expanduser() if reference and Path(reference).is_file() else None
-    references = index_folder(reference, "reference") if reference and single_ref is None else {}
+    references = (
+        index_folder(reference, "reference", optional=True) if reference and single_ref is None else {}
+    )
     return [
         Item(
             utt_id=utt,
@@ -138,7 +148,7 @@ def load_systems(
     With ``target`` and a ``ground_truth`` name, the natural target recordings join as one more
     system (the upper anchor of a MOS test) for the utterances the systems converted.
     """
-    out = {name: find_items(folder, source, target, reference) for name, folder in systems.items()}
+    out = {name: find_items(folder, source, target, reference, name) for name, folder in systems.items()}
     if target and ground_truth:
         natural = {i.utt_id: i for items in out.values() for i in items if i.target is not None}
         out[ground_truth] = [
@@ -147,17 +157,35 @@ def load_systems(
     return out
 
 
-def parse_systems(text: str) -> dict[str, str]:
-    """``"name=folder,name2=folder2"`` (e.g. an environment variable) -> ``{name: folder}``."""
+def parse_systems(text: str, eval_root: str | os.PathLike | None = None) -> dict[str, str]:
+    """``"name=folder,name2=folder2"`` (e.g. an environment variable) -> ``{name: folder}``.
+
+    Empty ``text`` with an ``eval_root``: the ``converted/`` folder of the newest ``eval.py`` run below
+    it, as one system named after that run. Raises :class:`ConfigError` for a part that is not
+    ``name=folder`` or a name given twice, :class:`DataError` when there is nothing to rate.
+    """
     out = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, sep, folder = part.partition("=")
         if not sep or not name.strip() or not folder.strip():
             raise ConfigError(
-                f"systems: {part!r} is not name=folder; write e.g. 'finetuned=outputs/eval/converted'."
+                f"systems: {part!r} is not name=folder; write e.g. 'finetuned=../outputs/eval/runs/<time>/converted'."
             )
+        if name.strip() in out:
+            raise ConfigError(f"systems: two systems named {name.strip()!r}; give each folder its own name.")
         out[name.strip()] = folder.strip()
-    return out
+    if out or eval_root is None:
+        return out
+    from vc.runlogs import eval_runs
+
+    runs = [run for run in eval_runs(eval_root) if (run / "converted").is_dir()]
+    if not runs:
+        raise DataError(
+            f"systems: none given, and no eval.py output with converted audio below {eval_root}"
+            f"{path_hint(eval_root)}. Run `python eval.py ckpt=...` first, or set VC_SYSTEMS to "
+            "name=folder pairs of converted audio, e.g. VC_SYSTEMS=finetuned=PATH1,pretrained=PATH2."
+        )
+    return {runs[0].name: str(runs[0] / "converted")}
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import fnmatch
+import html
 import json
 import os
 import re
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from vc.errors import DataError
+from vc.errors import DataError, path_hint
 
 # metric name -> (steps, values), sorted by step
 Curves = dict[str, tuple[list[int], list[float]]]
@@ -71,7 +72,9 @@ def load_curves(run_dir: str | os.PathLike) -> Curves:
     metrics the CSVs lack. Raises :class:`DataError` when the folder has neither."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise DataError(f"run_dir={run_dir}: no such folder. Point it at a training run's output folder.")
+        raise DataError(
+            f"run_dir={run_dir}: no such folder{path_hint(run_dir)}. Point it at a training run's output folder."
+        )
     curves: Curves = {}
     for path in sorted(run_dir.rglob("metrics.csv")):
         curves.update(read_csv_metrics(path))
@@ -95,13 +98,21 @@ def select(curves: Curves, *patterns: str) -> Curves:
 
 
 def latest_run(root: str | os.PathLike) -> Path:
-    """The most recently modified folder below ``root`` that holds a ``metrics.csv`` or TensorBoard events
-    (the training run to review). Raises :class:`DataError` when there is none."""
-    logs = [*Path(root).rglob("metrics.csv"), *Path(root).rglob("events.out.tfevents.*")]
+    """The training run to review: ``root`` itself when it is a run folder, else the most recently
+    modified run below it (``outputs``, ``outputs/train``, a sweep). A run is a folder with a
+    ``metrics.csv`` or TensorBoard events. Raises :class:`DataError` when there is none."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(
+            f"{root}: no such folder{path_hint(root)}. Set VC_RUN_DIR to a training run's output folder "
+            "(outputs/train/runs/<time>)."
+        )
+    logs = [*root.rglob("metrics.csv"), *root.rglob("events.out.tfevents.*")]
     runs = {_run_of(p) for p in logs}
     if not runs:
         raise DataError(
-            f"no training run below {root}. Train first (python train.py ...), or set VC_RUN_DIR to a run folder."
+            f"no training run below {root} (no metrics.csv or TensorBoard events). Train first "
+            "(python train.py ...; logger=tensorboard, the default, or logger=csv), or set VC_RUN_DIR to a run folder."
         )
     return max(runs, key=lambda p: p.stat().st_mtime)
 
@@ -177,7 +188,13 @@ def val_samples_html(run_dir: str | os.PathLike, utt_id: str | None = None) -> s
     steps = val_steps(run_dir)
     if not steps:
         return f"<p>No validation samples in {_val_root(run_dir)}.</p>"
-    utt_id = utt_id or next(iter(steps[0].samples))
+    utts = list(dict.fromkeys(utt for step in steps for utt in step.samples))
+    if utt_id and utt_id not in utts:
+        return (
+            f"<p>No validation samples of utterance {html.escape(utt_id)!r} in {_val_root(run_dir)}; "
+            f"its validation utterances are {html.escape(', '.join(utts))} (VC_UTT_ID picks one).</p>"
+        )
+    utt_id = utt_id or utts[0]
     truth = "".join(audio_html(path, role) for role, path in val_truth(run_dir).get(utt_id, {}).items())
     rows = []
     for step in steps:
@@ -213,7 +230,9 @@ def load_eval(folder: str | os.PathLike) -> EvalReport:
     """Read an ``eval.py`` output folder. Raises :class:`DataError` when it does not exist."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise DataError(f"eval_dir={folder}: no such folder. Point it at an eval.py output folder.")
+        raise DataError(
+            f"eval_dir={folder}: no such folder{path_hint(folder)}. Point it at an eval.py output folder."
+        )
     table = folder / "table.md"
     summary = folder / "summary.json"
     return EvalReport(
@@ -237,6 +256,13 @@ def _evaluated_model(summary_path: Path) -> Path | None:
     return Path(path) if path else None
 
 
+def eval_runs(root: str | os.PathLike) -> list[Path]:
+    """``eval.py`` output folders (they hold ``summary.json``) at or below ``root``, newest first."""
+    root = Path(root).expanduser()
+    found = {summary.parent for summary in root.rglob("summary.json")} if root.is_dir() else set()
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
 def find_eval(run_dir: str | os.PathLike, eval_dir: str | os.PathLike) -> EvalReport | None:
     """The evaluation to show with a training run, or None when there is none yet.
 
@@ -248,12 +274,11 @@ def find_eval(run_dir: str | os.PathLike, eval_dir: str | os.PathLike) -> EvalRe
     if _is_eval_folder(eval_dir):
         return load_eval(eval_dir)
     run = Path(run_dir).expanduser().resolve()
-    ours = [
-        summary.parent
-        for summary in (eval_dir.rglob("summary.json") if eval_dir.is_dir() else [])
-        if (model := _evaluated_model(summary)) is not None and model.is_relative_to(run)
-    ]
-    return load_eval(max(ours, key=lambda p: p.stat().st_mtime)) if ours else None
+    for folder in eval_runs(eval_dir):
+        model = _evaluated_model(folder / "summary.json")
+        if model is not None and model.is_relative_to(run):
+            return load_eval(folder)
+    return None
 
 
 def run_model(run_dir: str | os.PathLike) -> Path | None:
