@@ -256,8 +256,53 @@ def test_empty_test_split_is_a_clear_error(smoke_root, tiny_bundle, tmp_path, ca
         main(run, cfg)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: The test split of synthetic sya->syb is empty")
+    # the one line after the model-loading progress bar
+    assert err.splitlines()[-1].startswith("error: The test split of synthetic sya->syb is empty")
     assert "data.split.test_ratio" in err and "data.split.scheme=paper" in err and "Traceback" not in err
+
+
+def test_an_empty_val_split_names_val_ratio(smoke_root, tiny_bundle, tmp_path):
+    from vc.errors import DataError
+    from vc.evaluate import run
+
+    cfg = compose_config(
+        "eval",
+        [
+            f"ckpt={tiny_bundle}",
+            *data_overrides(smoke_root),
+            "split=val",
+            "data.split.val_ratio=0",
+            f"paths.output_dir={tmp_path}",
+        ],
+    )
+    with pytest.raises(
+        DataError, match=r"The val split of synthetic sya->syb is empty .*data\.split\.val_ratio above 0"
+    ):
+        run(cfg)
+
+
+def test_a_missing_ckpt_is_reported_before_the_corpus_is_downloaded(tmp_path):
+    """`python eval.py ckpt=<typo>` on ARCTIC: exit 2 with the ckpt named, and no download started."""
+    corpus = tmp_path / "cmu_arctic"
+    args = [
+        f"ckpt={tmp_path / 'runs' / 'typo' / 'bundle'}",
+        f"data.corpus.root={corpus}",
+        # nothing listens there: a download attempt would fail with a different message
+        "data.corpus.mirror=http://127.0.0.1:9/packed",
+        f"hydra.run.dir={tmp_path / 'out'}",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [sys.executable, "eval.py", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.startswith(f"error: ckpt={tmp_path / 'runs' / 'typo' / 'bundle'}: no such bundle")
+    assert "Traceback" not in proc.stderr and not corpus.exists()
 
 
 @pytest.mark.parametrize(
@@ -267,6 +312,7 @@ def test_empty_test_split_is_a_clear_error(smoke_root, tiny_bundle, tmp_path, ca
         ("split=dev", "split=dev: use test, val or train"),
         ("speaker=mean", "speaker=mean: use average, utterance, default"),
         ("ckpt=???", "ckpt is required"),
+        ("ckpt=", "ckpt is required"),  # ckpt=$UNSET_VARIABLE in a shell
     ],
 )
 def test_bad_settings_name_the_key_and_the_choices(override, message, tmp_path):

@@ -150,6 +150,28 @@ def test_ab_key_reveals_the_system_on_each_side(folders):
         listening.ab_session({"baseline": systems["baseline"]}, "alice")
 
 
+def test_ab_pair_defaults_to_the_first_two_systems_and_says_why_there_is_none(systems):
+    """``systems``: baseline, finetuned and the ground truth."""
+    assert listening.ab_pair(systems).names == SYSTEMS
+    assert listening.ab_pair(systems, " finetuned , ground truth ").names == ("finetuned", "ground truth")
+    # one system (the ground truth does not count): MOS only, and the note says why
+    one = listening.ab_pair({"mine": [], "ground truth": []})
+    assert one.names == () and "needs two systems and there is one (`mine`)" in one.note
+    assert "VC_SYSTEMS" in one.note
+    # a pair naming systems that are not there: no A/B test, and the systems there are
+    for pair, why in [
+        ("finetuned,pretrained", "no system 'pretrained'"),
+        ("finetuned", "name two different systems"),
+        ("finetuned,finetuned", "name two different systems"),
+        ("baseline,finetuned,ground truth", "name two different systems"),
+    ]:
+        choice = listening.ab_pair(systems, pair)
+        assert choice.names == (), pair
+        assert choice.note.startswith(
+            f"VC_AB_PAIR={pair}: {why}; the systems are `baseline`, `finetuned`, `ground truth`."
+        ), choice.note
+
+
 def test_ratings_csv_round_trip(tmp_path):
     path = listening.ratings_path(tmp_path, "alice")
     store = listening.RatingStore(path)
@@ -290,7 +312,44 @@ def test_result_figures_with_and_without_ratings(tmp_path):
         plt.close(fig)
 
 
-def test_parse_systems():
+def test_parse_systems(tmp_path):
     assert listening.parse_systems(" a=out/a/converted, b=/x/y ,") == {"a": "out/a/converted", "b": "/x/y"}
     with pytest.raises(ConfigError, match="name=folder"):
         listening.parse_systems("just/a/folder")
+    with pytest.raises(ConfigError, match="two systems named 'a'"):
+        listening.parse_systems("a=x,a=y")
+    assert listening.parse_systems("", eval_root=None) == {}
+
+
+def test_no_systems_given_takes_the_newest_eval_run(tmp_path):
+    """VC_SYSTEMS unset: the converted/ folder of the newest eval.py output (one holding summary.json)."""
+    import os
+
+    root = tmp_path / "eval"
+    with pytest.raises(DataError, match=r"systems: none given, and no eval.py output .*VC_SYSTEMS"):
+        listening.parse_systems(" ", eval_root=root)
+    for age, name in enumerate(("new", "old", "no_audio")):
+        run = root / "runs" / name
+        (run / "converted").mkdir(parents=True)
+        (run / "summary.json").write_text("{}")
+        os.utime(run, (1e9 - age, 1e9 - age))
+    (root / "runs" / "no_audio" / "converted").rmdir()
+    os.utime(root / "runs" / "no_audio", (2e9, 2e9))  # the newest, but without converted audio
+    assert listening.parse_systems("", eval_root=root) == {"new": str(root / "runs" / "new" / "converted")}
+
+
+def test_missing_folders_name_the_setting_and_where_relative_paths_start(folders, tmp_path, monkeypatch):
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    monkeypatch.chdir(notebooks)
+    # a path typed relative to the repository, read in the notebooks folder
+    with pytest.raises(DataError) as err:
+        listening.load_systems({"mine": "samples/baseline/converted"})
+    assert str(err.value) == (
+        f"mine=samples/baseline/converted: no such folder (relative paths start in {notebooks}; "
+        "../samples/baseline/converted exists). Point mine at a folder of audio files."
+    )
+    with pytest.raises(DataError, match=r"source=nowhere: no such folder .*or leave it empty"):
+        listening.find_items(folders["baseline"], source="nowhere")
+    with pytest.raises(DataError, match=r"reference=nowhere.wav: no such file or folder .*leave it empty"):
+        listening.find_items(folders["baseline"], reference="nowhere.wav")

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
 
 import nbclient
 import nbformat
@@ -98,12 +103,42 @@ def test_listening_notebook_runs_with_simulated_ratings(tmp_path, monkeypatch):
     assert sorted(p.name for p in ratings.glob("key_*.json")) == ["key_tester_ab.json", "key_tester_mos.json"]
 
 
+def test_listening_notebook_with_one_system_runs_the_mos_test_and_says_why_no_ab(tmp_path, monkeypatch):
+    """First touch: one system in VC_SYSTEMS and no VC_AB_PAIR. The MOS test runs (the ground truth
+    joins it); the A/B section says it needs two systems instead of stopping the notebook."""
+    folders = write_listening_folders(tmp_path / "samples", systems=("mine",))
+    ratings = tmp_path / "ratings"
+    env = {
+        "VC_SYSTEMS": f"mine={folders['mine']}",
+        "VC_SOURCE_DIR": "",
+        "VC_TARGET_DIR": str(folders["target"]),
+        "VC_RATINGS_DIR": str(ratings),
+        "VC_N_BROWSE": "1",
+        "VC_SIMULATE_RATINGS": "1",
+    }
+    monkeypatch.delenv("VC_AB_PAIR", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    nb = _execute("listening_test.ipynb")
+
+    assert not _errors(nb)
+    markdown = " ".join(_outputs(nb, "text/markdown"))
+    assert "A/B test needs two systems" in markdown and "VC_SYSTEMS" in markdown
+    for system in ("mine", "ground truth"):
+        assert f"| {system} | naturalness | {len(UTTS)} |" in markdown
+    assert "No A/B ratings" not in markdown, "no empty A/B results when there is no A/B test"
+    # the MOS form only, answered
+    assert len(_outputs(nb, "application/vnd.jupyter.widget-view+json")) == 1
+    assert sorted(p.name for p in ratings.glob("key_*.json")) == ["key_rater1_mos.json"]
+
+
 @pytest.fixture(scope="module")
 def tiny_run(smoke_root, tmp_path_factory):
     """A 10-step smoke training run with the CSV logger and two validations (steps 5 and 10); read-only."""
     from vc.train import run
 
-    run_dir = tmp_path_factory.mktemp("tiny_run")
+    # in a folder of its own, which stands for it as a folder of runs does for its newest
+    run_dir = tmp_path_factory.mktemp("tiny_runs") / "run"
     run(
         compose_config(
             "train",
@@ -136,6 +171,25 @@ def test_training_review_notebook_runs_on_a_smoke_run(tiny_run, tmp_path, monkey
     markdown = " ".join(_outputs(nb, "text/markdown"))
     assert "train/loss" in markdown and "| tiny | 12.3 |" in markdown
     assert {"mcd": {"mean": 12.3}} in _outputs(nb, "application/json")
+
+
+def test_training_review_notebook_without_an_evaluation_says_how_to_add_one(tiny_run, monkeypatch):
+    """First touch: VC_RUN_DIR set (to the folder of runs, as a hurried user does), no evaluation run yet
+    (VC_EVAL_DIR unset). The review shows the newest run to the end; the evaluation section gives the
+    eval.py command for this run's checkpoint."""
+    monkeypatch.setenv("VC_RUN_DIR", str(tiny_run.parent))
+    monkeypatch.delenv("VC_EVAL_DIR", raising=False)
+    nb = _execute("training_review.ipynb")
+
+    assert not _errors(nb)
+    # loss, training and validation loss parts, learning rate; no evaluation plot
+    assert len(_outputs(nb, "image/png")) == 4
+    (samples,) = [h for h in _outputs(nb, "text/html") if "<table>" in h]
+    assert samples.count("<tr><td>") == 2, "one row per validation step"
+    markdown = " ".join(_outputs(nb, "text/markdown"))
+    assert f"Run: `{tiny_run}`" in markdown
+    assert "No evaluation of this run" in markdown
+    assert f"python eval.py ckpt={tiny_run / 'checkpoints' / 'last.ckpt'}" in markdown
 
 
 def test_docs_assets_from_a_run(tiny_run, tmp_path):
@@ -195,9 +249,126 @@ def test_run_logs_from_csv_and_tensorboard(tmp_path):
     assert steps[1].samples["b_2"].mel is None
     assert runlogs.val_truth(run) == {"a_1": {"source": run / "val_samples" / "truth" / "a_1_source.wav"}}
 
+    assert runlogs.val_samples_html(run, "c_3") == (
+        f"<p>No validation samples of utterance 'c_3' in {run / 'val_samples'}; its validation utterances "
+        "are a_1, b_2 (VC_UTT_ID picks one).</p>"
+    )
+
+    # a folder of runs (outputs/train, a sweep) stands for its newest run; a run folder for itself
+    older = tmp_path / "outputs" / "train" / "run0"
+    (older / "tensorboard").mkdir(parents=True)
+    (older / "tensorboard" / "events.out.tfevents.1").touch()
+    os.utime(older, (1e9, 1e9))
+    assert runlogs.latest_run(tmp_path / "outputs" / "train") == run
+    assert runlogs.latest_run(older) == older
+
     with pytest.raises(DataError, match="logger=csv"):
         runlogs.load_curves(run / "val_samples")
-    with pytest.raises(DataError, match="VC_RUN_DIR"):
+    with pytest.raises(DataError, match="no such folder. Set VC_RUN_DIR"):
+        runlogs.latest_run(tmp_path / "empty")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"no training run below .*Train first"):
         runlogs.latest_run(tmp_path / "empty")
     with pytest.raises(DataError, match="eval_dir"):
         runlogs.load_eval(tmp_path / "no_eval")
+
+
+def test_eval_command_of_a_cli_run_scores_its_held_out_pairs_and_the_review_finds_it(smoke_root, tmp_path):
+    """A real `python train.py experiment=smoke` run; the command `eval_command` gives for it runs as
+    printed (plus quick settings), scores the test pairs training held out, and `find_eval` then finds that
+    evaluation below the eval root (and not another model's)."""
+    from vc import runlogs
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    run_dir = tmp_path / "train run"  # a space: the command must quote it for the shell and for Hydra
+    train = [
+        "experiment=smoke",
+        f"paths.data_dir={smoke_root}/data",
+        f"paths.cache_dir={smoke_root}/cache",
+        f"hydra.run.dir='{run_dir}'",
+        "logger=csv",
+        "trainer.max_steps=2",
+        "trainer.val_check_interval=2",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "train.py", *train],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    eval_root = tmp_path / "eval"
+    assert runlogs.find_eval(run_dir, eval_root) is None
+
+    command, notes = runlogs.eval_command(run_dir, REPO_ROOT)
+    assert notes == []
+    words = shlex.split(command)
+    assert words[:3] == ["python", "eval.py", f'ckpt="{run_dir / "bundle"}"']
+    assert {
+        "data=synthetic",
+        "data.src_spk=sya",
+        "data.tgt_spk=syb",
+        "data.split.val_ratio=0.2",
+        "seed=42",
+    } <= set(words)
+    assert f"paths.data_dir={smoke_root}/data" in words and not any(w.startswith("trainer.") for w in words)
+    quick = ["metrics.run=[mcd]", "max_utterances=1", "references.target=false", "device=cpu", "threads=1"]
+    out = eval_root / "runs" / "one"
+    proc = subprocess.run(
+        [sys.executable, *words[1:], *quick, f"hydra.run.dir={out}"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["data"]["train_overlap"]["train"] == 0, "the test pairs are the ones training held out"
+
+    # another model's evaluation, newer, in the same root is not this run's
+    other = eval_root / "runs" / "other"
+    other.mkdir(parents=True)
+    (other / "summary.json").write_text(json.dumps({"ckpt_path": str(tmp_path / "elsewhere" / "bundle")}))
+    report = runlogs.find_eval(run_dir, eval_root)
+    assert report is not None and report.folder == out and report.summary == summary
+    assert runlogs.find_eval(run_dir, other).folder == other, "an eval folder named directly is shown"
+
+    # the same run, had it held out no test pairs: the command leaves test_ratio to eval.py, and says so
+    from omegaconf import OmegaConf
+
+    no_test = tmp_path / "no_test"
+    shutil.copytree(run_dir / ".hydra", no_test / ".hydra")
+    shutil.copytree(run_dir / "bundle", no_test / "bundle")
+    config = OmegaConf.load(no_test / ".hydra" / "config.yaml")
+    config.data.split.test_ratio = 0
+    OmegaConf.save(config, no_test / ".hydra" / "config.yaml")
+    command, (note,) = runlogs.eval_command(no_test, REPO_ROOT)
+    assert "test_ratio" not in command and "held out no test pairs (data.split.test_ratio=0)" in note
+    text = runlogs.eval_note(no_test, eval_root, REPO_ROOT)
+    assert f"none below `{eval_root}` scored it" in text and command in text and note in text
+
+
+def test_eval_note_for_a_run_without_a_checkpoint(tmp_path):
+    from vc import runlogs
+
+    assert runlogs.eval_command(tmp_path, tmp_path) == (
+        None,
+        [
+            f"{tmp_path} has no bundle or checkpoint yet: evaluate it once training has written its first "
+            "checkpoint (after the first validation)."
+        ],
+    )
+    text = runlogs.eval_note(tmp_path, tmp_path / "eval")
+    assert f"(`{tmp_path / 'eval'}` does not exist)" in text and "python eval.py" not in text
+
+
+def test_a_curve_figure_with_nothing_logged_says_so():
+    from vc import plots
+
+    fig = plots.curves_figure({}, title="learning rate")
+    assert [t.get_text() for t in fig.axes[0].texts] == ["not logged in this run"]
+    assert fig.axes[0].get_legend() is None
+    plots.plt.close(fig)

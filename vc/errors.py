@@ -5,6 +5,9 @@ Each carries a message that names the bad input and the fix. The CLIs print
 them into 400 responses.
 """
 
+import os
+from pathlib import Path
+
 
 class VCError(Exception):
     """Base class: an error caused by the user's input or setup, not by a bug."""
@@ -38,6 +41,16 @@ class MissingModelError(VCError):
         )
         super().__init__(f"Could not load the {what} '{name}'{reason}. {fix}")
         self.what, self.name, self.override = what, name, override
+
+
+def path_hint(path: str | os.PathLike) -> str:
+    """For a "no such file or folder" message: where a relative ``path`` was looked for, and the same path
+    one folder up when that exists (the notebooks run in notebooks/, the commands in the repository)."""
+    path = Path(path).expanduser()
+    if path.is_absolute():
+        return ""
+    up = Path("..") / path
+    return f" (relative paths start in {Path.cwd()}" + (f"; {up} exists)" if up.exists() else ")")
 
 
 def user_error(err: BaseException) -> VCError | None:

@@ -112,7 +112,7 @@ class Utterance:
 
 def _groups(cfg: DictConfig) -> tuple[str, ...]:
     """The settings checked before any work -> the metric groups of ``metrics.run``, in :data:`GROUPS` order."""
-    if OmegaConf.is_missing(cfg, "ckpt"):
+    if OmegaConf.is_missing(cfg, "ckpt") or not str(cfg.ckpt or "").strip():  # ckpt=$UNSET_VARIABLE
         raise ConfigError(
             "ckpt is required: the model to evaluate, as a bundle folder (train.py writes "
             "outputs/train/runs/<time>/bundle), a Lightning .ckpt or a hub id, e.g. ckpt=path/to/bundle."
@@ -149,11 +149,17 @@ def select_pairs(cfg: DictConfig, pairs: Sequence[Pair], corpus_name: str):
     splits = split_pairs(pairs, **settings)
     chosen = getattr(splits, cfg.split)
     if not chosen:
+        fix = {
+            "test": "Set data.split.test_ratio (e.g. 0.1, with the seed and val_ratio of the training run) "
+            "or data.split.scheme=paper (SpeechT5's ARCTIC split: the last 100 ids are the test set).",
+            "val": "Set data.split.val_ratio above 0 (the training run's, for its validation pairs), or score "
+            "split=test.",
+            "train": "Lower data.split.val_ratio and data.split.test_ratio, or score split=test.",
+        }[cfg.split]
         raise DataError(
             f"The {cfg.split} split of {corpus_name} is empty ({len(pairs)} pairs, data.split: "
             + ", ".join(f"{k}={v}" for k, v in settings.items())
-            + "). Set data.split.test_ratio (e.g. 0.1, with the seed and val_ratio of the training run) "
-            "or data.split.scheme=paper (SpeechT5's ARCTIC split: the last 100 ids are the test set)."
+            + f"). {fix}"
         )
     if cfg.max_utterances is not None:
         chosen = chosen[: int(cfg.max_utterances)]
@@ -620,6 +626,8 @@ def run(cfg: DictConfig) -> dict:
     (see the module docstring); returns the summary (also written as summary.json)."""
     groups = _groups(cfg)
     out = Path(cfg.paths.output_dir)
+    # the model first: a wrong ckpt is reported before any corpus download or feature work
+    converter = load_converter(cfg)
     corpus = instantiate(cfg.data.corpus, _convert_="object")
     corpus.prepare()
     pairing = corpus.load()
@@ -633,7 +641,6 @@ def run(cfg: DictConfig) -> dict:
         raise DataError(
             f"None of the {len(chosen)} {cfg.split} pairs could be read (listed above). Check the corpus files."
         )
-    converter = load_converter(cfg)
     conversion = convert(cfg, converter, utts, splits.train, out / "converted")
     columns = [k for k, g in COLUMNS.items() if g in groups]
     rows = score_utterances(cfg, utts, groups) + failed_rows(failed, chosen, labels, _systems(cfg), columns)
@@ -646,8 +653,11 @@ def run(cfg: DictConfig) -> dict:
     (out / "plots").mkdir(exist_ok=True)
     plots.save(distributions_figure(rows, columns), out / "plots" / "metrics.png")
     mels = mel_pictures(utts, rows, cfg.audio, out / "plots")
+    local = Path(str(cfg.ckpt)).expanduser()
     summary = {
         "ckpt": str(cfg.ckpt),
+        # absolute (None for a hub id), so that a training run's review (vc.runlogs.find_eval) finds it
+        "ckpt_path": str(local.resolve()) if local.exists() else None,
         "pairs": sorted({labels[p.utt_id] for p in chosen}),
         "data": {
             "corpus": corpus.name,

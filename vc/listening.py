@@ -5,6 +5,7 @@ What ``notebooks/listening_test.ipynb`` does, as functions that run without a br
 - :func:`find_items` matches a folder of converted audio (``eval.py``'s ``converted/``, ``infer.py``'s
   output folder) with source, reference and ground-truth target files by utterance id (the file
   name without its extension); :func:`load_systems` does it for several systems at once.
+- :func:`ab_pair` picks the A/B test's two systems (or says why there is no A/B test).
 - :func:`mos_session` and :func:`ab_session` build one rater's trials in an order shuffled with a
   seed per rater, under opaque trial ids. Which system made each sample (and which side it is on in
   an A/B trial) is kept in the session's ``key``, saved apart from the ratings (:func:`save_key`).
@@ -37,7 +38,7 @@ import numpy as np
 
 from vc import plots
 from vc.audio import SAMPLE_RATE, find_audio_files, load_audio, wav_bytes
-from vc.errors import ConfigError, DataError
+from vc.errors import ConfigError, DataError, path_hint
 from vc.metrics import confidence_interval
 
 QUESTIONS = {
@@ -72,15 +73,18 @@ class Item:
         return {role: getattr(self, role) for role in ROLES if getattr(self, role) is not None}
 
 
-def index_folder(folder: str | os.PathLike, name: str) -> dict[str, Path]:
+def index_folder(folder: str | os.PathLike, name: str, optional: bool = False) -> dict[str, Path]:
     """Audio files below ``folder`` (recursive) by utterance id (file name without extension).
 
-    ``name`` names the folder in errors. Raises :class:`DataError` when the folder does not exist,
-    holds no audio, or two files share an utterance id.
+    ``name`` names the folder in errors; ``optional`` says there that it can be left out. Raises
+    :class:`DataError` when the folder does not exist, holds no audio, or two files share an utterance id.
     """
     folder = Path(folder).expanduser()
     if not folder.is_dir():
-        raise DataError(f"{name}={folder}: no such folder. Point {name} at a folder of audio files.")
+        blank = f", or leave it empty (the items then have no {name} file)" if optional else ""
+        raise DataError(
+            f"{name}={folder}: no such folder{path_hint(folder)}. Point {name} at a folder of audio files{blank}."
+        )
     index: dict[str, Path] = {}
     for path in find_audio_files(folder):
         if path.stem in index:
@@ -99,20 +103,27 @@ def find_items(
     source: str | os.PathLike | None = None,
     target: str | os.PathLike | None = None,
     reference: str | os.PathLike | None = None,
+    name: str = "converted",
 ) -> list[Item]:
     """Every converted file with its source, reference and target, sorted by utterance id.
 
     ``converted``, ``source`` and ``target`` are folders searched recursively; files are matched by
     utterance id (file name without extension). ``reference`` is one file (the same reference for
     every item) or a folder matched the same way. A role with no match is None in the item.
+    ``name`` names the converted folder in errors (a system's name).
     """
     if reference and not Path(reference).expanduser().exists():
-        raise DataError(f"reference={reference}: no such file or folder.")
-    found = index_folder(converted, "converted")
-    sources = index_folder(source, "source") if source else {}
-    targets = index_folder(target, "target") if target else {}
+        raise DataError(
+            f"reference={reference}: no such file or folder{path_hint(reference)}. Point reference at a file or "
+            "a folder of audio files, or leave it empty (the target is used)."
+        )
+    found = index_folder(converted, name)
+    sources = index_folder(source, "source", optional=True) if source else {}
+    targets = index_folder(target, "target", optional=True) if target else {}
     single_ref = Path(reference).expanduser() if reference and Path(reference).is_file() else None
-    references = index_folder(reference, "reference") if reference and single_ref is None else {}
+    references = (
+        index_folder(reference, "reference", optional=True) if reference and single_ref is None else {}
+    )
     return [
         Item(
             utt_id=utt,
@@ -137,7 +148,7 @@ def load_systems(
     With ``target`` and a ``ground_truth`` name, the natural target recordings join as one more
     system (the upper anchor of a MOS test) for the utterances the systems converted.
     """
-    out = {name: find_items(folder, source, target, reference) for name, folder in systems.items()}
+    out = {name: find_items(folder, source, target, reference, name) for name, folder in systems.items()}
     if target and ground_truth:
         natural = {i.utt_id: i for items in out.values() for i in items if i.target is not None}
         out[ground_truth] = [
@@ -146,17 +157,76 @@ def load_systems(
     return out
 
 
-def parse_systems(text: str) -> dict[str, str]:
-    """``"name=folder,name2=folder2"`` (e.g. an environment variable) -> ``{name: folder}``."""
+def parse_systems(text: str, eval_root: str | os.PathLike | None = None) -> dict[str, str]:
+    """``"name=folder,name2=folder2"`` (e.g. an environment variable) -> ``{name: folder}``.
+
+    Empty ``text`` with an ``eval_root``: the ``converted/`` folder of the newest ``eval.py`` run below
+    it, as one system named after that run. Raises :class:`ConfigError` for a part that is not
+    ``name=folder`` or a name given twice, :class:`DataError` when there is nothing to rate.
+    """
     out = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, sep, folder = part.partition("=")
         if not sep or not name.strip() or not folder.strip():
             raise ConfigError(
-                f"systems: {part!r} is not name=folder; write e.g. 'finetuned=outputs/eval/converted'."
+                f"systems: {part!r} is not name=folder; write e.g. 'finetuned=../outputs/eval/runs/<time>/converted'."
             )
+        if name.strip() in out:
+            raise ConfigError(f"systems: two systems named {name.strip()!r}; give each folder its own name.")
         out[name.strip()] = folder.strip()
-    return out
+    if out or eval_root is None:
+        return out
+    from vc.runlogs import eval_runs
+
+    runs = [run for run in eval_runs(eval_root) if (run / "converted").is_dir()]
+    if not runs:
+        raise DataError(
+            f"systems: none given, and no eval.py output with converted audio below {eval_root}"
+            f"{path_hint(eval_root)}. Run `python eval.py ckpt=...` first, or set VC_SYSTEMS to "
+            "name=folder pairs of converted audio, e.g. VC_SYSTEMS=finetuned=PATH1,pretrained=PATH2."
+        )
+    return {runs[0].name: str(runs[0] / "converted")}
+
+
+@dataclass(frozen=True)
+class ABPair:
+    """The two systems of the A/B test (``names``; empty when there is no A/B test to run) and a line
+    of markdown that says which two, or why there is none and what to set."""
+
+    names: tuple[str, ...]
+    note: str
+
+
+def ab_pair(
+    systems: Mapping[str, object], pair: str = "", ground_truth: str | None = "ground truth"
+) -> ABPair:
+    """Choose the A/B test's systems among ``systems`` (:func:`load_systems`).
+
+    ``pair`` is ``"name1,name2"``; empty: the first two systems other than ``ground_truth``. With fewer
+    than two systems, a name that is not one of them, or not exactly two different names, there is no
+    A/B test and the note lists the systems there are (the MOS test does not need a pair).
+    """
+    there = ", ".join(f"`{name}`" for name in systems) or "none"
+    names = tuple(filter(None, (n.strip() for n in pair.split(","))))
+    if not names:
+        names = tuple(name for name in systems if name != ground_truth)[:2]
+        if len(names) < 2:
+            one = f"there is one (`{names[0]}`)" if names else "there is none"
+            return ABPair(
+                (),
+                f"The A/B test needs two systems and {one}, so it is left out; the MOS test rates what there "
+                "is. To compare two, list both in VC_SYSTEMS, e.g. `VC_SYSTEMS=finetuned=PATH1,pretrained=PATH2`.",
+            )
+        return ABPair(names, f"A/B test: `{names[0]}` against `{names[1]}` (VC_AB_PAIR picks another pair).")
+    unknown = [name for name in names if name not in systems]
+    if unknown or len(set(names)) != 2 or len(names) != 2:
+        why = f"no system {', '.join(map(repr, unknown))}" if unknown else "name two different systems"
+        return ABPair(
+            (),
+            f"VC_AB_PAIR={pair}: {why}; the systems are {there}. The A/B test is left out: set VC_AB_PAIR "
+            "to two of them, e.g. `VC_AB_PAIR=name1,name2`, or leave it empty for the first two.",
+        )
+    return ABPair(names, f"A/B test: `{names[0]}` against `{names[1]}`.")
 
 
 def describe(systems: Mapping[str, Sequence[Item]]) -> str:

@@ -65,7 +65,10 @@ def curves_figure(
     ax.set_ylabel(ylabel)
     ax.set_yscale("log")
     ax.grid(alpha=0.3)
-    ax.legend()
+    if curves:
+        ax.legend()
+    else:  # e.g. a run without the learning-rate monitor
+        ax.text(0.5, 0.5, "not logged in this run", ha="center", va="center", transform=ax.transAxes)
     if title:
         ax.set_title(title)
     fig.tight_layout()

@@ -4,20 +4,25 @@ A training run folder (``paths.output_dir``) holds the CSV logger's ``csv/metric
 TensorBoard event files, and ``val_samples/`` from :class:`vc.callbacks.ValidationAudio`:
 ``step<N>/<utt>.wav``, ``<utt>_mel.png``, ``<utt>_attention.png`` per validation, and
 ``truth/<utt>_source.wav`` / ``<utt>_target_vocoded.wav`` once. An evaluation folder holds
-``table.md``, ``summary.json`` and PNG plots (in ``plots/``). ``notebooks/training_review.ipynb`` shows them.
+``table.md``, ``summary.json`` and PNG plots (in ``plots/``); :func:`find_eval` finds the evaluations of a
+training run, :func:`eval_command` says how to make one. ``notebooks/training_review.ipynb`` shows them.
 """
 
 from __future__ import annotations
 
 import csv
 import fnmatch
+import html
 import json
 import os
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from vc.errors import DataError
+from omegaconf import OmegaConf
+
+from vc.errors import DataError, path_hint
 
 # metric name -> (steps, values), sorted by step
 Curves = dict[str, tuple[list[int], list[float]]]
@@ -67,7 +72,9 @@ def load_curves(run_dir: str | os.PathLike) -> Curves:
     metrics the CSVs lack. Raises :class:`DataError` when the folder has neither."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise DataError(f"run_dir={run_dir}: no such folder. Point it at a training run's output folder.")
+        raise DataError(
+            f"run_dir={run_dir}: no such folder{path_hint(run_dir)}. Point it at a training run's output folder."
+        )
     curves: Curves = {}
     for path in sorted(run_dir.rglob("metrics.csv")):
         curves.update(read_csv_metrics(path))
@@ -91,13 +98,21 @@ def select(curves: Curves, *patterns: str) -> Curves:
 
 
 def latest_run(root: str | os.PathLike) -> Path:
-    """The most recently modified folder below ``root`` that holds a ``metrics.csv`` or TensorBoard events
-    (the training run to review). Raises :class:`DataError` when there is none."""
-    logs = [*Path(root).rglob("metrics.csv"), *Path(root).rglob("events.out.tfevents.*")]
+    """The training run to review: ``root`` itself when it is a run folder, else the most recently
+    modified run below it (``outputs``, ``outputs/train``, a sweep). A run is a folder with a
+    ``metrics.csv`` or TensorBoard events. Raises :class:`DataError` when there is none."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(
+            f"{root}: no such folder{path_hint(root)}. Set VC_RUN_DIR to a training run's output folder "
+            "(outputs/train/runs/<time>)."
+        )
+    logs = [*root.rglob("metrics.csv"), *root.rglob("events.out.tfevents.*")]
     runs = {_run_of(p) for p in logs}
     if not runs:
         raise DataError(
-            f"no training run below {root}. Train first (python train.py ...), or set VC_RUN_DIR to a run folder."
+            f"no training run below {root} (no metrics.csv or TensorBoard events). Train first "
+            "(python train.py ...; logger=tensorboard, the default, or logger=csv), or set VC_RUN_DIR to a run folder."
         )
     return max(runs, key=lambda p: p.stat().st_mtime)
 
@@ -173,7 +188,13 @@ def val_samples_html(run_dir: str | os.PathLike, utt_id: str | None = None) -> s
     steps = val_steps(run_dir)
     if not steps:
         return f"<p>No validation samples in {_val_root(run_dir)}.</p>"
-    utt_id = utt_id or next(iter(steps[0].samples))
+    utts = list(dict.fromkeys(utt for step in steps for utt in step.samples))
+    if utt_id and utt_id not in utts:
+        return (
+            f"<p>No validation samples of utterance {html.escape(utt_id)!r} in {_val_root(run_dir)}; "
+            f"its validation utterances are {html.escape(', '.join(utts))} (VC_UTT_ID picks one).</p>"
+        )
+    utt_id = utt_id or utts[0]
     truth = "".join(audio_html(path, role) for role, path in val_truth(run_dir).get(utt_id, {}).items())
     rows = []
     for step in steps:
@@ -209,7 +230,9 @@ def load_eval(folder: str | os.PathLike) -> EvalReport:
     """Read an ``eval.py`` output folder. Raises :class:`DataError` when it does not exist."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise DataError(f"eval_dir={folder}: no such folder. Point it at an eval.py output folder.")
+        raise DataError(
+            f"eval_dir={folder}: no such folder{path_hint(folder)}. Point it at an eval.py output folder."
+        )
     table = folder / "table.md"
     summary = folder / "summary.json"
     return EvalReport(
@@ -218,3 +241,153 @@ def load_eval(folder: str | os.PathLike) -> EvalReport:
         json.loads(summary.read_text()) if summary.is_file() else None,
         sorted(folder.rglob("*.png")),
     )
+
+
+def _is_eval_folder(folder: Path) -> bool:
+    return (folder / "summary.json").is_file() or (folder / "table.md").is_file()
+
+
+def _evaluated_model(summary_path: Path) -> Path | None:
+    """The local model file or folder an evaluation scored (summary.json's ``ckpt_path``), None if unknown."""
+    try:
+        path = json.loads(summary_path.read_text()).get("ckpt_path")
+    except (OSError, ValueError, AttributeError):  # a half-written or foreign summary.json
+        return None
+    return Path(path) if path else None
+
+
+def eval_runs(root: str | os.PathLike) -> list[Path]:
+    """``eval.py`` output folders (they hold ``summary.json``) at or below ``root``, newest first."""
+    root = Path(root).expanduser()
+    found = {summary.parent for summary in root.rglob("summary.json")} if root.is_dir() else set()
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def find_eval(run_dir: str | os.PathLike, eval_dir: str | os.PathLike) -> EvalReport | None:
+    """The evaluation to show with a training run, or None when there is none yet.
+
+    ``eval_dir`` is an ``eval.py`` output folder (it holds ``summary.json`` or ``table.md``): that one.
+    Otherwise it is searched, recursively, for ``eval.py`` outputs whose model lies inside ``run_dir``
+    (its bundle or a checkpoint), and the most recent one is read. A missing ``eval_dir`` is no evaluation.
+    """
+    eval_dir = Path(eval_dir).expanduser()
+    if _is_eval_folder(eval_dir):
+        return load_eval(eval_dir)
+    run = Path(run_dir).expanduser().resolve()
+    for folder in eval_runs(eval_dir):
+        model = _evaluated_model(folder / "summary.json")
+        if model is not None and model.is_relative_to(run):
+            return load_eval(folder)
+    return None
+
+
+def run_model(run_dir: str | os.PathLike) -> Path | None:
+    """What ``eval.py`` and ``infer.py`` take as ``ckpt`` for a training run: its bundle (the best
+    checkpoint, exported when training ends), else ``checkpoints/last.ckpt``, else its newest ``.ckpt``;
+    None before the first checkpoint."""
+    from vc.model.bundle import is_bundle
+
+    run_dir = Path(run_dir)
+    if is_bundle(run_dir / "bundle"):
+        return run_dir / "bundle"
+    if (run_dir / "checkpoints" / "last.ckpt").is_file():
+        return run_dir / "checkpoints" / "last.ckpt"
+    ckpts = list(run_dir.rglob("*.ckpt"))
+    return max(ckpts, key=lambda p: p.stat().st_mtime) if ckpts else None
+
+
+# the training settings that decide which pairs make up eval.py's test split
+_SPLIT_KEYS = (
+    "src_spk",
+    "tgt_spk",
+    "split.scheme",
+    "split.val_ratio",
+    "split.test_ratio",
+    "split.max_train_pairs",
+)
+# training overrides that say where the corpus is (data_dir, cache_dir, root_dir; data.corpus.*)
+_WHERE = re.compile(r"^(paths\.(root_dir|data_dir|cache_dir)|data\.corpus\.[\w.]+)=")
+
+
+def _override(key: str, value) -> str:
+    """``key=value`` as one shell word that Hydra's grammar accepts (paths with spaces, commas, brackets)."""
+    text = "null" if value is None else str(value)
+    if re.fullmatch(r"[\w./:+~-]+", text):
+        return f"{key}={text}"
+    return shlex.quote(f'{key}="{text}"')
+
+
+def _shown(path: Path, repo: Path) -> str:
+    """``path`` relative to ``repo`` (where the command runs) when it lies inside it, else absolute."""
+    path, repo = path.resolve(), repo.resolve()
+    return str(path.relative_to(repo)) if path.is_relative_to(repo) else str(path)
+
+
+def eval_command(run_dir: str | os.PathLike, repo: str | os.PathLike = "..") -> tuple[str | None, list[str]]:
+    """The ``eval.py`` command that scores a training run's held-out test pairs, and notes on it.
+
+    Returns ``(command, notes)``; the command is run in ``repo`` (the source checkout) and is None
+    before the run has a checkpoint. The data settings (data group, speaker pair, split, seed, where the
+    corpus is) come from the run's Hydra record (``.hydra/``), so the test split is the one training held
+    out; a run without that record gets a note asking for them.
+    """
+    run_dir, repo = Path(run_dir).expanduser(), Path(repo)
+    model = run_model(run_dir)
+    if model is None:
+        return None, [
+            f"{run_dir} has no bundle or checkpoint yet: evaluate it once training has written its first "
+            "checkpoint (after the first validation)."
+        ]
+    args = ["python", "eval.py", _override("ckpt", _shown(model, repo))]
+    notes: list[str] = []
+    record = run_dir / ".hydra"
+    if not (record / "config.yaml").is_file() or not (record / "hydra.yaml").is_file():
+        notes.append(
+            f"{run_dir} has no .hydra/ record of its settings: add the data settings it trained with "
+            "(data=..., data.src_spk=..., data.tgt_spk=..., data.split.*, seed=...) so that eval.py scores "
+            "the pairs it held out."
+        )
+        return " ".join(args), notes
+    config = OmegaConf.load(record / "config.yaml")
+    choice = OmegaConf.select(OmegaConf.load(record / "hydra.yaml"), "hydra.runtime.choices.data")
+    if choice:
+        args.append(_override("data", choice))
+    data = OmegaConf.to_container(config.data, resolve=False) if "data" in config else {}
+    for key in _SPLIT_KEYS:
+        *parents, leaf = key.split(".")
+        node = data
+        for parent in parents:
+            node = node.get(parent) or {}
+        value = node.get(leaf, "???")
+        if isinstance(value, str) and (value == "???" or "${" in value):
+            continue  # not set, or the same interpolation in eval's config
+        if key == "split.test_ratio" and value == 0:
+            notes.append(
+                "The run held out no test pairs (data.split.test_ratio=0): eval.py's test split "
+                "(test_ratio 0.1) then holds pairs it trained on, and eval.py warns about them. Train "
+                "with data.split.test_ratio=0.1 to score unseen pairs."
+            )
+            continue
+        args.append(_override(f"data.{key}", value))
+    if "seed" in config:
+        args.append(_override("seed", config.seed))
+    overrides = OmegaConf.load(record / "overrides.yaml") if (record / "overrides.yaml").is_file() else []
+    args += [shlex.quote(o) for o in overrides if _WHERE.match(o)]
+    return " ".join(args), notes
+
+
+def eval_note(run_dir: str | os.PathLike, eval_dir: str | os.PathLike, repo: str | os.PathLike = "..") -> str:
+    """Markdown for a run without an evaluation: that there is none below ``eval_dir``, and the
+    :func:`eval_command` that adds one."""
+    eval_dir = Path(eval_dir)
+    where = f"`{eval_dir}` does not exist" if not eval_dir.exists() else f"none below `{eval_dir}` scored it"
+    command, notes = eval_command(run_dir, repo)
+    text = f"**No evaluation of this run yet** ({where})."
+    if command:
+        text += (
+            f" To add one, run this in the repository folder (`{Path(repo).resolve()}`):\n\n"
+            f"    {command}\n\n"
+            "(`max_utterances=20` for a quick look), then run this section again: it shows the newest "
+            f"evaluation of this run below `{eval_dir}` (`VC_EVAL_DIR` names another folder)."
+        )
+    return "\n\n".join([text, *notes])
