@@ -4,6 +4,7 @@ python infer.py ckpt=BUNDLE src=speech.wav ref=target.wav out=converted.wav
 python infer.py ckpt=BUNDLE src=recordings/ ref=target.wav out=converted/   # a folder, mirrored
 python infer.py ckpt=microsoft/speecht5_vc src="in/**/*.flac" ref=target.wav
 python infer.py ckpt=BUNDLE mode=serve                                     # local HTTP endpoint
+python infer.py ckpt=BUNDLE mode=demo                                      # web demo (Gradio)
 python infer.py --help                                                     # all options
 """
 

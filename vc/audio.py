@@ -77,13 +77,15 @@ def load_audio(
     name: str | None = None,
     check: bool = True,
     min_seconds: float = 0.0,
+    max_seconds: float | None = None,
 ) -> np.ndarray:
     """Read ``src`` and return mono float32 samples at ``sample_rate`` Hz, shape (T,).
 
     ``src`` is a path, the bytes of an audio file, an ``(array, sr)`` tuple, or a bare
     array already at ``sample_rate``. Stereo is averaged to mono; other rates are
-    resampled. With ``check``, empty, NaN/Inf and silent audio raise :class:`AudioError`
-    naming the input (``name`` overrides how it is named).
+    resampled. With ``check``, empty, NaN/Inf, silent audio and audio shorter than
+    ``min_seconds`` (or longer than ``max_seconds``) raise :class:`AudioError` naming the input
+    (``name`` overrides how it is named).
     """
     label = name or describe(src)
     if isinstance(src, (str, os.PathLike)):
@@ -119,14 +121,20 @@ def load_audio(
     from_file = isinstance(src, (str, os.PathLike, bytes, bytearray))
     wav = resample(_to_mono(data, channels_first_ok=not from_file), int(sr), sample_rate)
     if check:
-        check_audio(wav, label, sample_rate=sample_rate, min_seconds=min_seconds)
+        check_audio(wav, label, sample_rate=sample_rate, min_seconds=min_seconds, max_seconds=max_seconds)
     return np.ascontiguousarray(wav, dtype=np.float32)
 
 
 def check_audio(
-    wav: np.ndarray, name: str, *, sample_rate: int = SAMPLE_RATE, min_seconds: float = 0.0
+    wav: np.ndarray,
+    name: str,
+    *,
+    sample_rate: int = SAMPLE_RATE,
+    min_seconds: float = 0.0,
+    max_seconds: float | None = None,
 ) -> None:
-    """Raise :class:`AudioError` for empty, too short, NaN/Inf or silent audio."""
+    """Raise :class:`AudioError` for empty, too short, too long (``max_seconds``; None: no limit),
+    NaN/Inf or silent audio."""
     if wav.size == 0:
         raise AudioError(f"{name}: empty audio (0 samples). Record or select a clip with speech in it.")
     if not np.all(np.isfinite(wav)):
@@ -134,6 +142,11 @@ def check_audio(
     if wav.size < min_seconds * sample_rate:
         raise AudioError(
             f"{name}: {wav.size / sample_rate:.3f} s is too short; at least {min_seconds:.2f} s is needed."
+        )
+    if max_seconds is not None and wav.size > max_seconds * sample_rate:
+        raise AudioError(
+            f"{name}: {wav.size / sample_rate:.1f} s is too long; at most {max_seconds:g} s is accepted here. "
+            "Use a shorter clip, or convert long recordings with `python infer.py`, which has no limit."
         )
     if np.abs(wav).max() < SILENCE_PEAK:
         raise AudioError(

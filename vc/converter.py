@@ -67,8 +67,9 @@ class Conversion:
 
     ``wav``: (T,) float32 mono at ``sample_rate`` (16 kHz). ``meta``: ``src_seconds``,
     ``out_seconds``, ``frames`` (log-mel frames generated), ``chunks``, ``stop_reason``
-    ("stop_token", or "max_length" if any chunk ran to the length limit) and ``chunk_info``
-    (per chunk: ``start_s``, ``end_s`` in the source, ``frames``, ``stop_reason``).
+    ("stop_token", or "max_length" if any chunk ran to the length limit), ``warning`` (the
+    runaway warning logged for it, else None) and ``chunk_info`` (per chunk: ``start_s``,
+    ``end_s`` in the source, ``frames``, ``stop_reason``).
     """
 
     wav: np.ndarray
@@ -541,23 +542,22 @@ class VoiceConverter:
         wav = crossfade_join([p[2] for p in pieces], self.crossfade)
         sr = self.sample_rate
         runaway = sum(p[4] == "max_length" for p in pieces)
+        warning = None
         if runaway:
-            log.warning(
-                "%s: %d of %d chunk(s) ran to the length limit without a stop token (maxlenratio=%g): the output "
-                "may end in babble. Check that the input is speech and the model is trained; lower "
-                "generation.threshold (now %g) to stop earlier, or lower generation.maxlenratio to cap the length.",
-                name,
-                runaway,
-                len(pieces),
-                gen["maxlenratio"],
-                gen["threshold"],
+            warning = (
+                f"{runaway} of {len(pieces)} chunk(s) ran to the length limit without a stop token "
+                f"(maxlenratio={gen['maxlenratio']:g}): the output may end in babble. Check that the input is "
+                f"speech and the model is trained; lower generation.threshold (now {gen['threshold']:g}) to stop "
+                "earlier, or lower generation.maxlenratio to cap the length."
             )
+            log.warning("%s: %s", name, warning)
         meta = {
             "src_seconds": src_len / sr,
             "out_seconds": len(wav) / sr,
             "frames": sum(p[3] for p in pieces),
             "chunks": len(pieces),
             "stop_reason": "max_length" if runaway else "stop_token",
+            "warning": warning,
             "chunk_info": [
                 {"start_s": start / sr, "end_s": end / sr, "frames": frames, "stop_reason": reason}
                 for start, end, _, frames, reason in pieces

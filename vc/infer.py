@@ -4,6 +4,7 @@
     python infer.py ckpt=BUNDLE src=recordings/ ref=target.wav out=converted/    # the tree mirrored
     python infer.py ckpt=microsoft/speecht5_vc src="in/**/*.mp3" ref=target.wav
     python infer.py ckpt=BUNDLE mode=serve                                      # the local endpoint
+    python infer.py ckpt=BUNDLE mode=demo                                       # the web demo (Gradio)
 
 A bad file is reported and skipped; the others are still converted, and the run ends with an
 error listing the bad ones (exit status 2).
@@ -151,15 +152,20 @@ def run(cfg: DictConfig) -> dict:
 
     Returns ``{"converted", "skipped", "failed", "audio_seconds", "wall_seconds", "rtf", "outputs"}``.
     Raises :class:`VCError` (exit status 2 from the CLI) after converting all it can if any file
-    failed; with ``mode=serve`` it runs :func:`vc.serve.run` instead.
+    failed; with ``mode=serve`` it runs :func:`vc.serve.run` instead, with ``mode=demo``
+    :func:`vc.demo.run`.
     """
     mode = cfg.get("mode", "convert")
     if mode == "serve":
         from vc.serve import run as serve
 
         return serve(cfg)
+    if mode == "demo":
+        from vc.demo import run as demo
+
+        return demo(cfg)
     if mode != "convert":
-        raise ConfigError(f"mode={mode}: use convert or serve.")
+        raise ConfigError(f"mode={mode}: use convert, serve or demo.")
     if cfg.out_format not in OUT_SUBTYPES:
         raise ConfigError(f"out_format={cfg.out_format}: use {' or '.join(OUT_SUBTYPES)}.")
     default_out = None if cfg.out is not None else Path(cfg.paths.output_dir) / "converted"

@@ -73,7 +73,12 @@ def model_fn(model_dir: str, context=None):
     )
 
 
-def _generation(params) -> dict:
+def generation_params(params) -> dict:
+    """A request's ``parameters`` (None or a mapping) -> generation overrides as floats.
+
+    Raises :class:`RequestError` for a non-mapping, an unknown name or a value outside
+    :data:`GENERATION_LIMITS`; the endpoint and the demo check with this one function.
+    """
     if params is None:
         return {}
     if not isinstance(params, Mapping):
@@ -91,8 +96,23 @@ def _generation(params) -> dict:
     return out
 
 
-def _audio(payload: Mapping, key: str, min_seconds: float) -> np.ndarray:
-    return load_audio(b64_to_bytes(payload[key], key), SAMPLE_RATE, name=key, min_seconds=min_seconds)
+def read_audio(
+    data: bytes | str | os.PathLike, name: str, *, reference: bool = False, max_seconds: float | None = None
+) -> np.ndarray:
+    """A request's source (or, with ``reference``, reference) audio file, as bytes or a path ->
+    (T,) float32 mono at 16 kHz.
+
+    Raises :class:`vc.errors.AudioError` naming ``name`` for unreadable, empty, NaN, silent or
+    too short audio (the converter's minimum for a source or a reference) and, with
+    ``max_seconds``, too long audio; the endpoint and the demo check with this one function.
+    """
+    return load_audio(
+        data,
+        SAMPLE_RATE,
+        name=name,
+        min_seconds=MIN_REF_SECONDS if reference else MIN_SOURCE_SECONDS,
+        max_seconds=max_seconds,
+    )
 
 
 def input_fn(request_body: bytes | str, request_content_type: str = JSON) -> ConversionRequest:
@@ -128,9 +148,11 @@ def input_fn(request_body: bytes | str, request_content_type: str = JSON) -> Con
     if "src_wav_b64" not in payload:
         raise RequestError("missing 'src_wav_b64': the base64 of the audio file to convert.")
     # checked here, on the request's own thread, so a bad one never reaches a batch
-    src = _audio(payload, "src_wav_b64", MIN_SOURCE_SECONDS)
-    ref = _audio(payload, "ref_wav_b64", MIN_REF_SECONDS) if payload.get("ref_wav_b64") is not None else None
-    return ConversionRequest(src=src, ref=ref, generation=_generation(payload.get("parameters")))
+    src = read_audio(b64_to_bytes(payload["src_wav_b64"], "src_wav_b64"), "src_wav_b64")
+    ref = None
+    if payload.get("ref_wav_b64") is not None:
+        ref = read_audio(b64_to_bytes(payload["ref_wav_b64"], "ref_wav_b64"), "ref_wav_b64", reference=True)
+    return ConversionRequest(src=src, ref=ref, generation=generation_params(payload.get("parameters")))
 
 
 def predict_batch(requests: Sequence[ConversionRequest], model) -> list:
