@@ -684,6 +684,15 @@ def test_accept_headers_are_read_as_lists(accept, ok):
     assert accepts_json(accept) is ok
 
 
+def test_error_response_hides_faults_but_not_what_the_server_says_about_itself():
+    assert error_response(KeyError("secret")) == (
+        500,
+        json.dumps({"error": "internal error (KeyError); see the server log."}),
+    )
+    busy = RequestError("the server is shutting down; retry on another instance.", 503)
+    assert error_response(busy) == (503, json.dumps({"error": str(busy)}))
+
+
 def test_input_fn_size_limit(monkeypatch):
     monkeypatch.setenv("VC_MAX_REQUEST_MB", "0.01")
     with pytest.raises(RequestError, match="over the 0.01 MB limit") as info:

@@ -38,6 +38,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
+from vc.errors import VCError
 from vc.sagemaker.inference import (
     JSON,
     MB,
@@ -316,8 +317,8 @@ class _Handler(BaseHTTPRequestHandler):
             log.warning("%s %s %s: %s", client, method, _oneline(path), gone)
             return
         where = f"{client} {method} {_oneline(path)} {status}"
-        if status >= 500:
-            log.error("%s: %s", where, _oneline(err), exc_info=err)
+        if status >= 500:  # a traceback for a fault, not for our own 503s
+            log.error("%s: %s", where, _oneline(err), exc_info=None if isinstance(err, VCError) else err)
         elif status >= 400:
             log.warning("%s: %s", where, _oneline(err))
         else:

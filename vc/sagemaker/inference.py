@@ -305,5 +305,10 @@ def error_response(err: BaseException) -> tuple[int, str]:
         status = 400
     else:
         status = 500
-    message = str(err) if status < 500 else f"internal error ({type(err).__name__}); see the server log."
+    # our own 5xx (503: overloaded, shutting down) say what to do; anything else is a bug or a fault
+    message = (
+        str(err)
+        if isinstance(err, VCError)
+        else f"internal error ({type(err).__name__}); see the server log."
+    )
     return status, json.dumps({"error": message})
