@@ -598,6 +598,27 @@ def test_serve_host_decides_where_it_listens(tiny_bundle, tmp_path):
         assert server.stop() == 0
 
 
+def test_a_port_in_use_or_a_host_it_cannot_take_is_a_config_error(tiny_bundle):
+    from tests.conftest import compose_config
+    from vc.serve import run
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        for override, words in (
+            (f"serve.port={port}", "Address already in use"),
+            ("serve.port=70000", "port must be 0-65535"),
+            ("serve.host=192.0.2.1", "assign requested address"),  # an address of no interface here
+        ):
+            cfg = compose_config("infer", ["mode=serve", f"ckpt={tiny_bundle}", "device=cpu", override])
+            with pytest.raises(ConfigError, match="cannot listen on") as info:
+                run(cfg)
+            assert (
+                words in str(info.value)
+                and "serve.host" in str(info.value)
+                and "serve.port" in str(info.value)
+            )
+
+
 def test_client_errors_and_hang_ups_are_one_log_line_each_without_a_traceback(tiny_bundle, tmp_path):
     # a lone request waits up to 60 s for a batch to fill: in flight for as long as the test needs
     with served_by_cli(tiny_bundle, tmp_path, "serve.max_wait_ms=60000") as server:

@@ -44,7 +44,7 @@ from vc.sagemaker.inference import (
     MB,
     ConversionRequest,
     RequestError,
-    accepts_json,
+    check_accept,
     decode_request,
     error_response,
     output_fn,
@@ -344,12 +344,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _invoke(self) -> str:
         body = self._read_body()
         accept = self.headers.get("Accept")
-        if not accepts_json(accept):  # refused before the work, not after it
-            raise RequestError(f"accept type '{accept}' is not supported: the endpoint answers {JSON}.", 406)
+        check_accept(accept)  # before the work, not after it
         encoding = self.headers.get("Content-Encoding", "identity").strip().lower()
         if encoding != "identity":
             raise RequestError(
-                f"Content-Encoding '{encoding}' is not supported: send the JSON as it is.", 415
+                f"Content-Encoding '{_oneline(encoding, 40)}' is not supported: send the JSON as it is.", 415
             )
         request = decode_request(
             body, self.headers.get("Content-Type"), max_bytes=self.server.max_request_bytes
@@ -384,7 +383,8 @@ class _Handler(BaseHTTPRequestHandler):
         if coding is not None:
             if coding.strip().lower() != "chunked":
                 raise RequestError(
-                    f"Transfer-Encoding '{coding}' is not supported: send the body with a Content-Length.",
+                    f"Transfer-Encoding '{_oneline(coding, 40)}' is not supported: "
+                    "send the body with a Content-Length.",
                     400,
                 )
             length, pieces = None, self._chunked()
@@ -514,7 +514,8 @@ def run(cfg) -> None:
         )
     except (OSError, OverflowError) as err:  # OverflowError: a port outside 0-65535
         raise ConfigError(
-            f"cannot listen on {s.host}:{s.port} ({err}). Pick another port: serve.port=8081."
+            f"cannot listen on {s.host}:{s.port} ({err}). Check serve.host (127.0.0.1, ::1, 0.0.0.0) "
+            "or pick another port: serve.port=8081."
         ) from None
 
     def stop(signum, frame):

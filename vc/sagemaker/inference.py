@@ -87,6 +87,14 @@ def too_large(size: int | None, limit: int) -> RequestError:
     )
 
 
+def check_accept(accept: str | None) -> None:
+    """A 406 :class:`RequestError` unless :func:`accepts_json`."""
+    if not accepts_json(accept):
+        raise RequestError(
+            f"accept type {reprlib.repr(accept)} is not supported: the endpoint answers {JSON}.", 406
+        )
+
+
 def accepts_json(accept: str | None) -> bool:
     """Whether an ``Accept`` header lets the reply be JSON: absent, or a media range that covers
     application/json (``*/*``, ``application/*``) with a q-value above 0, anywhere in its list."""
@@ -125,7 +133,9 @@ def _generation(params) -> dict:
     out = {}
     for key, value in params.items():
         if key not in GENERATION_LIMITS:
-            raise RequestError(f"unknown generation parameter '{key}': use {', '.join(GENERATION_LIMITS)}.")
+            raise RequestError(
+                f"unknown generation parameter {reprlib.repr(key)}: use {', '.join(GENERATION_LIMITS)}."
+            )
         low, high = GENERATION_LIMITS[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
             raise RequestError(
@@ -197,7 +207,7 @@ def decode_request(
     content_type = (request_content_type or JSON).split(";")[0].strip().lower()
     if content_type != JSON:
         raise RequestError(
-            f"content type '{request_content_type}' is not supported: send {JSON} "
+            f"content type {reprlib.repr(request_content_type)} is not supported: send {JSON} "
             "(curl: -H 'Content-Type: application/json').",
             415,
         )
@@ -215,7 +225,8 @@ def decode_request(
     unknown = sorted(set(payload) - {"src_wav_b64", "ref_wav_b64", "parameters"})
     if unknown:
         raise RequestError(
-            f"unknown field(s) {', '.join(unknown)}: use src_wav_b64, ref_wav_b64 and parameters."
+            f"unknown field(s) {', '.join(map(reprlib.repr, unknown[:5]))}: "
+            "use src_wav_b64, ref_wav_b64 and parameters."
         )
     if "src_wav_b64" not in payload:
         raise RequestError("missing 'src_wav_b64': the base64 of the audio file to convert.")
@@ -272,8 +283,7 @@ def predict_fn(data: ConversionRequest, model):
 
 def output_fn(prediction, accept: str = JSON) -> str:
     """A ``Conversion`` -> the JSON response text (``wav_b64``, ``sample_rate``, ``seconds``)."""
-    if not accepts_json(accept):
-        raise RequestError(f"accept type '{accept}' is not supported: the endpoint answers {JSON}.", 406)
+    check_accept(accept)
     wav = np.asarray(prediction.wav, dtype=np.float32)
     return json.dumps(
         {
