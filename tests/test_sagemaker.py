@@ -15,7 +15,7 @@ import soundfile as sf
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from vc.converter import Conversion
-from vc.errors import AudioError, ConfigError
+from vc.errors import AudioError, ConfigError, VCError
 from vc.sagemaker import compose_train_config
 from vc.sagemaker.entry import job_overrides, prepare
 from vc.sagemaker.hyperparams import (
@@ -25,7 +25,14 @@ from vc.sagemaker.hyperparams import (
     overrides_to_hyperparameters,
     quote,
 )
-from vc.sagemaker.inference import RequestError, error_response, input_fn, output_fn, predict_batch
+from vc.sagemaker.inference import (
+    RequestError,
+    accepts_json,
+    error_response,
+    input_fn,
+    output_fn,
+    predict_batch,
+)
 from vc.sagemaker.launch import endpoint_spec, plan, run_name, sagemaker_settings, training_job_spec
 from vc.sagemaker.package import build_model_tar, requirements_txt, stage_job_code
 
@@ -528,9 +535,177 @@ def test_input_fn_rejects_bad_requests_with_a_clear_message(body, content_type, 
     assert code == status and json.loads(text)["error"] == str(info.value)
 
 
+def encoded(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def audio_file(samples: np.ndarray, sr: int, fmt: str = "WAV") -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, samples, sr, format=fmt)
+    return buf.getvalue()
+
+
+SRC = wav_b64()
+# a client's mistakes of every kind: each is a 4xx naming what is wrong, never a 500
+HOSTILE = {
+    "deeply nested JSON": ("[" * 100_000 + "]" * 100_000, 400, "nested too deeply"),
+    "invalid UTF-8": (b'{"src_wav_b64": "\xff\xfe"}', 400, "not valid JSON"),
+    "a JSON string": ('"hello"', 400, "must be an object"),
+    "a JSON number": ("42", 400, "must be an object"),
+    "JSON null": ("null", 400, "must be an object"),
+    "NaN literal": ('{"src_wav_b64": "' + SRC + '", "parameters": {"threshold": NaN}}', 400, "NaN is not"),
+    "Infinity literal": (
+        '{"src_wav_b64": "' + SRC + '", "parameters": {"maxlenratio": Infinity}}',
+        400,
+        "Infinity",
+    ),
+    "-Infinity literal": ('{"src_wav_b64": -Infinity}', 400, "-Infinity is not"),
+    "a number too large for a float": (
+        json.dumps({"src_wav_b64": SRC}).replace("}", ', "parameters": {"maxlenratio": 1e999}}'),
+        400,
+        "from 0.5 to 20",
+    ),
+    "a 400-digit integer": (
+        json.dumps({"src_wav_b64": SRC, "parameters": {"threshold": 10**400}}),
+        400,
+        "from 0 to 10",
+    ),
+    "a 5000-digit integer": (
+        '{"src_wav_b64": "' + SRC + '", "parameters": {"threshold": ' + "9" * 5000 + "}}",
+        400,
+        "not valid JSON",
+    ),
+    "src a number": (json.dumps({"src_wav_b64": 12}), 400, "must be a non-empty base64 string"),
+    "src a list": (json.dumps({"src_wav_b64": [SRC]}), 400, "must be a non-empty base64 string"),
+    "src an object": (json.dumps({"src_wav_b64": {"a": SRC}}), 400, "must be a non-empty base64 string"),
+    "src null": (json.dumps({"src_wav_b64": None}), 400, "must be a non-empty base64 string"),
+    "src true": (json.dumps({"src_wav_b64": True}), 400, "must be a non-empty base64 string"),
+    "ref a number": (json.dumps({"src_wav_b64": SRC, "ref_wav_b64": 3}), 400, "'ref_wav_b64' must be"),
+    "parameters a list": (json.dumps({"src_wav_b64": SRC, "parameters": [1]}), 400, "must be a JSON object"),
+    "parameters a string": (
+        json.dumps({"src_wav_b64": SRC, "parameters": "fast"}),
+        400,
+        "must be a JSON object",
+    ),
+    "a parameter as a string": (
+        json.dumps({"src_wav_b64": SRC, "parameters": {"threshold": "0.5"}}),
+        400,
+        "'threshold'='0.5'",
+    ),
+    "a parameter as true": (
+        json.dumps({"src_wav_b64": SRC, "parameters": {"maxlenratio": True}}),
+        400,
+        "from 0.5",
+    ),
+    "a parameter null": (
+        json.dumps({"src_wav_b64": SRC, "parameters": {"minlenratio": None}}),
+        400,
+        "from 0 to",
+    ),
+    "a parameter a list": (json.dumps({"src_wav_b64": SRC, "parameters": {"threshold": [1]}}), 400, "from 0"),
+    "negative minlenratio": (
+        json.dumps({"src_wav_b64": SRC, "parameters": {"minlenratio": -1}}),
+        400,
+        "from 0",
+    ),
+    "maxlenratio 0": (json.dumps({"src_wav_b64": SRC, "parameters": {"maxlenratio": 0}}), 400, "from 0.5"),
+    "threshold 11": (json.dumps({"src_wav_b64": SRC, "parameters": {"threshold": 11}}), 400, "from 0 to 10"),
+    "minlenratio above maxlenratio": (
+        json.dumps({"src_wav_b64": SRC, "parameters": {"minlenratio": 10, "maxlenratio": 0.5}}),
+        400,
+        "minlenratio=10 and maxlenratio=0.5 contradict",
+    ),
+    "a 100 kB field name": (
+        json.dumps({"src_wav_b64": SRC, "x" * 100_000: 1}),
+        400,
+        "unknown field(s) 'xxxx",
+    ),
+    "a 100 kB parameter name": (
+        json.dumps({"src_wav_b64": SRC, "parameters": {"x" * 100_000: 1}}),
+        400,
+        "unknown generation parameter 'xxx",
+    ),
+    "base64 with garbage": (
+        json.dumps({"src_wav_b64": SRC[:100] + "!?" + SRC[100:]}),
+        400,
+        "not valid base64",
+    ),
+    "base64 cut short": (json.dumps({"src_wav_b64": SRC[:-3]}), 400, "not valid base64"),
+    "base64 of non-ASCII": (json.dumps({"src_wav_b64": "ÄÖÜ" * 8}), 400, "not valid base64"),
+    "a data URL": (json.dumps({"src_wav_b64": "data:audio/wav;base64," + SRC}), 400, "not valid base64"),
+    "11 minutes of FLAC silence (30 kB)": (
+        json.dumps({"src_wav_b64": encoded(audio_file(np.zeros(16000 * 660, np.float32), 16000, "FLAC"))}),
+        413,
+        "11.0 minutes of audio is over the 10 minute limit",
+    ),
+    "a sample rate of 1 Hz": (
+        json.dumps({"src_wav_b64": encoded(audio_file(np.full(100, 0.3, np.float32), 1))}),
+        400,
+        "sample rate of 1 Hz",
+    ),
+    "a sample rate of 2 GHz": (
+        json.dumps({"src_wav_b64": encoded(audio_file(np.full(1000, 0.3, np.float32), 2**31 - 1))}),
+        400,
+        "sample rate of 2147483647 Hz",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_input_fn_answers_every_client_mistake_with_a_4xx(case):
+    body, status, match = HOSTILE[case]
+    with pytest.raises(VCError) as info:
+        input_fn(body, "application/json")
+    code, text = error_response(info.value)
+    assert (code, json.loads(text)["error"]) == (status, str(info.value))
+    assert match in str(info.value) and len(str(info.value)) < 400  # what the client sent, shortened
+
+
+def test_input_fn_takes_what_clients_really_send():
+    wrapped = "\n".join(SRC[i : i + 76] for i in range(0, len(SRC), 76))  # `base64 file` wraps lines
+    assert len(input_fn(json.dumps({"src_wav_b64": wrapped})).src) == 8000
+    edge = {"minlenratio": 10, "maxlenratio": 10, "threshold": 0}
+    assert input_fn(json.dumps({"src_wav_b64": SRC, "parameters": edge})).generation == edge
+
+
+def test_input_fn_keeps_the_signature_the_sagemaker_toolkit_counts():
+    import inspect
+
+    # the toolkit passes a context as a third argument to a function with three parameters
+    assert len(inspect.signature(input_fn).parameters) == 2
+    assert len(inspect.signature(output_fn).parameters) == 2
+
+
+@pytest.mark.parametrize(
+    ("accept", "ok"),
+    [
+        (None, True),
+        ("", True),
+        ("application/json", True),
+        ("*/*", True),
+        ("application/json; charset=utf-8", True),
+        ("text/html,application/xhtml+xml,*/*;q=0.8", True),
+        ("audio/wav, application/*;q=0.5", True),
+        ("audio/wav", False),
+        ("application/json;q=0, audio/wav", False),
+    ],
+)
+def test_accept_headers_are_read_as_lists(accept, ok):
+    assert accepts_json(accept) is ok
+
+
+def test_error_response_hides_faults_but_not_what_the_server_says_about_itself():
+    assert error_response(KeyError("secret")) == (
+        500,
+        json.dumps({"error": "internal error (KeyError); see the server log."}),
+    )
+    busy = RequestError("the server is shutting down; retry on another instance.", 503)
+    assert error_response(busy) == (503, json.dumps({"error": str(busy)}))
+
+
 def test_input_fn_size_limit(monkeypatch):
     monkeypatch.setenv("VC_MAX_REQUEST_MB", "0.01")
-    with pytest.raises(RequestError, match="over the") as info:
+    with pytest.raises(RequestError, match="over the 0.01 MB limit") as info:
         input_fn(json.dumps({"src_wav_b64": wav_b64(1.0)}), "application/json")
     assert info.value.status == 413
 

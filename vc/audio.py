@@ -187,11 +187,14 @@ def wav_to_b64(wav: np.ndarray, sample_rate: int = SAMPLE_RATE) -> str:
 
 
 def b64_to_bytes(text: str, field: str) -> bytes:
-    """Decode base64 text from a request field; a clear :class:`AudioError` if it is not base64."""
+    """Decode base64 text from a request field; a clear :class:`AudioError` if it is not base64.
+
+    Line breaks and spaces are ignored: ``base64 file`` wraps its output at 76 characters.
+    """
     if not isinstance(text, str) or not text:
         raise AudioError(f"'{field}' must be a non-empty base64 string of an audio file.")
     try:
-        return base64.b64decode(text, validate=True)
+        return base64.b64decode("".join(text.split()), validate=True)
     except (ValueError, TypeError) as err:
         raise AudioError(
             f"'{field}' is not valid base64 ({err}). Encode the audio file's bytes with base64."

@@ -408,7 +408,15 @@ class VoiceConverter:
             raise ConfigError(
                 f"unknown generation setting(s) {', '.join(unknown)}: use {', '.join(DEFAULT_GENERATION)}."
             )
-        return {k: float(v) for k, v in {**base, **overrides}.items()}
+        gen = {k: float(v) for k, v in {**base, **overrides}.items()}
+        if gen["minlenratio"] > gen["maxlenratio"]:
+            # generation would run to minlenratio, far past the length limit the user believes in
+            raise ConfigError(
+                f"generation minlenratio={gen['minlenratio']:g} is above maxlenratio={gen['maxlenratio']:g} "
+                f"(given: {', '.join(sorted(overrides)) or 'none'}; the rest are the model's own): "
+                "lower minlenratio or raise maxlenratio."
+            )
+        return gen
 
     # ----------------------------------------------------------------- speakers
 

@@ -11,6 +11,7 @@ bounded: at most 64 clients, 10,000 requests and ``--max-seconds`` of wall time.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import sys
 import threading
@@ -44,7 +45,7 @@ def _stats(url: str, timeout: float) -> dict:
     try:
         with urllib.request.urlopen(f"{url}/stats", timeout=timeout) as reply:
             return json.loads(reply.read())
-    except (urllib.error.URLError, ValueError, OSError):
+    except (urllib.error.URLError, ValueError, OSError, http.client.HTTPException):
         return {}
 
 
@@ -86,8 +87,9 @@ def bench(
                 status, error = reply.status, ""
         except urllib.error.HTTPError as err:
             status, error = err.code, err.read().decode(errors="replace")[:200]
-        except (urllib.error.URLError, OSError) as err:
-            status, error = 0, str(err)
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
+            # the server went away or cut its reply short (IncompleteRead is not an OSError)
+            status, error = 0, f"{type(err).__name__}: {err}"
         return status, time.perf_counter() - started, error
 
     for _ in range(warmup):  # the first request pays for lazy loading (speaker encoder, kernels)
