@@ -1,5 +1,6 @@
 """Data that cannot give a training set, through the real command lines: every empty split named,
-with the files left out and the fix (exit 2, no traceback)."""
+with the files left out and the fix (exit 2, no traceback), and a manifest's repeated rows left out
+with their line numbers."""
 
 from __future__ import annotations
 
@@ -118,3 +119,18 @@ def test_an_unreadable_test_split_is_a_warning(manifest, smoke_root, tmp_path):
     assert "the test split is empty: its only pair was left out:" in output
     assert f"{test.tgt_path}: not a readable audio file" in output
     assert "splits        train 4, val 1, test 0" in proc.stdout
+
+
+def test_repeated_manifest_rows_are_left_out_with_their_lines(manifest, smoke_root, tmp_path):
+    """Rows that repeat a pair (the same row, an absolute path, a byte copy) are named and left out,
+    so one utterance cannot land in two splits."""
+    folder = manifest.parent
+    shutil.copy(folder / "a2.wav", folder / "a2 copy.wav")
+    with open(manifest, "a") as f:
+        f.write(f"a1.wav,b1.wav\n{folder / 'a3.wav'},{folder / 'b3.wav'}\na2 copy.wav,b2.wav\n")
+    proc = _prepare(smoke_root, tmp_path, manifest)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    output = proc.stdout + proc.stderr
+    assert "left out 3 duplicate row(s)" in output
+    assert "line 8 repeats line 2; line 9 repeats line 4; line 10 repeats line 3" in output
+    assert "pairs         6 pairs" in proc.stdout
