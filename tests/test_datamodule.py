@@ -81,20 +81,19 @@ def test_bad_files_are_skipped_counted_and_named(corpus_root, tmp_path, tiny_mod
     sf.write(wavs / "arctic_a0003.wav", np.zeros(16000, np.float32), 16000)
     nan = np.full(16000, np.nan, np.float32)
     sf.write(wavs / "arctic_a0004.wav", nan, 16000, subtype="FLOAT")
-    dm = _datamodule(corpus_root, tmp_path, tiny_models, split={"seed": 0, "val_ratio": 0.0})
+    dm = _datamodule(corpus_root, tmp_path, tiny_models)
     dm.setup("fit")
     bad = {b.utt_id: b.reason for b in dm.report.bad_files}
     assert set(bad) == {"arctic_a0002", "arctic_a0003", "arctic_a0004"}
     assert "not a readable audio file" in bad["arctic_a0002"]
     assert "silent" in bad["arctic_a0003"] and "NaN" in bad["arctic_a0004"]
-    assert len(dm.datasets["train"]) == 9
+    assert len(dm.datasets["train"]) + len(dm.datasets["val"]) == 9
     assert "3 left out" in str(dm.report) and "arctic_a0002.wav" in str(dm.report)
 
     strict = _datamodule(
         corpus_root,
         tmp_path / "strict",
         tiny_models,
-        split={"seed": 0, "val_ratio": 0.0},
         on_bad_file="error",
     )
     with pytest.raises(AudioError, match=r"arctic_a0002\.wav.*on_bad_file=skip"):
@@ -108,7 +107,7 @@ def test_other_rates_and_channels_are_converted(corpus_root, tmp_path, tiny_mode
 
     up = resample(mono, 16000, 44100)
     sf.write(path, np.stack([up, 0.5 * up], axis=1), 44100)  # stereo 44.1 kHz under the .wav name
-    dm = _datamodule(corpus_root, tmp_path, tiny_models, split={"seed": 0, "val_ratio": 0.0})
+    dm = _datamodule(corpus_root, tmp_path, tiny_models)
     dm.setup("fit")
     ds = dm.datasets["train"]
     item = ds[ds.utt_ids.index("arctic_a0001")]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,10 +15,11 @@ from vc.errors import DataError
 
 @pytest.fixture
 def data(tmp_path) -> Path:
-    """A folder with a few (empty) audio files; the manifest only checks that they exist."""
+    """A folder with a few files that hold their own names: distinct bytes of one size. The manifest
+    checks that they exist and compares their bytes; it never decodes them."""
     for name in ("a/one.wav", "a/two.wav", "b/one.wav", "b/two.wav", "ref.wav", "c/one.wav"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).touch()
+        (tmp_path / name).write_text(name)
     return tmp_path
 
 
@@ -49,6 +53,43 @@ def test_optional_columns_and_absolute_paths(data):
 def test_repeated_stems_get_unique_ids(data):
     path = _write(data, "src_path,tgt_path\na/one.wav,b/one.wav\nc/one.wav,b/one.wav\na/two.wav,b/two.wav\n")
     assert [p.utt_id for p in read_manifest(path).pairs] == ["one-L2", "one-L3", "two"]
+
+
+def test_repeated_pairs_are_left_out_by_content_with_their_lines(data, caplog):
+    """The same source and target audio listed again (by an absolute path, through a symlink, as a
+    byte copy under another name) is one pair: the first row is kept, the repeats are named by
+    line. Files that share only their size, or also their first 64 KiB, are different pairs."""
+    (data / "copies").mkdir()
+    shutil.copy(data / "a/one.wav", data / "copies/take 1.wav")
+    (data / "link.wav").symlink_to(data / "b/one.wav")
+    (data / "a/same_size.wav").write_text("a/one.wxv")
+    head = os.urandom(1 << 16)
+    (data / "a/long1.wav").write_bytes(head + b"1")
+    (data / "a/long2.wav").write_bytes(head + b"2")
+    path = _write(
+        data,
+        "src_path,tgt_path\n"
+        "a/one.wav,b/one.wav\n"  # line 2: kept
+        f"{data / 'a/one.wav'},b/./one.wav\n"  # line 3: the same files by other paths
+        "copies/take 1.wav,link.wav\n"  # line 4: a copy and a symlink
+        "a/one.wav,b/two.wav\n"  # line 5: kept, another target
+        "a/same_size.wav,b/one.wav\n"  # line 6: kept, same size but other bytes
+        "a/long1.wav,b/one.wav\n"  # line 7: kept
+        "a/long2.wav,b/one.wav\n"  # line 8: kept, same first 64 KiB but other bytes
+        "a/one.wav,b/one.wav\n",  # line 9: the same row again
+    )
+    with caplog.at_level(logging.WARNING, logger="vc.data.manifest"):
+        pairs = read_manifest(path).pairs
+    assert [(p.src_path.name, p.tgt_path.name) for p in pairs] == [
+        ("one.wav", "one.wav"),
+        ("one.wav", "two.wav"),
+        ("same_size.wav", "one.wav"),
+        ("long1.wav", "one.wav"),
+        ("long2.wav", "one.wav"),
+    ]
+    assert [p.utt_id for p in pairs][:2] == ["one-L2", "one-L5"]
+    assert "left out 3 duplicate row(s)" in caplog.text
+    assert "line 3 repeats line 2; line 4 repeats line 2; line 9 repeats line 2" in caplog.text
 
 
 def test_every_bad_row_is_reported_with_its_line(data):

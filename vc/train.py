@@ -8,8 +8,10 @@ from pathlib import Path
 import lightning.pytorch as pl
 import numpy as np
 from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from vc.checkpoints import checkpoint_problem, newest_complete_checkpoint, remove_partial_checkpoints
 from vc.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -33,23 +35,32 @@ def normalize_precision(value) -> str:
 
 
 def resolve_ckpt_path(ckpt_path: str | None, checkpoint_dir: str | Path) -> str | None:
-    """``last`` -> the newest ``.ckpt`` in ``checkpoint_dir`` (last.ckpt, on_exception.ckpt or a step one).
+    """``last`` -> the newest complete ``.ckpt`` in ``checkpoint_dir`` (last.ckpt, on_exception.ckpt
+    or a step one); newer files that are cut short or damaged are skipped with a warning naming them.
 
-    Returns None (a fresh start, with a warning) when ``last`` finds none; a missing explicit
-    path is an error.
+    Returns None (a fresh start, with a warning) when ``last`` finds none; a missing or damaged
+    explicit path is an error.
     """
     if not ckpt_path:
         return None
     if str(ckpt_path) == "last":
-        found = sorted(Path(checkpoint_dir).glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
-        if not found:
-            log.warning("ckpt_path=last: no checkpoint in %s yet, starting from scratch", checkpoint_dir)
+        found = newest_complete_checkpoint(checkpoint_dir)
+        if found is None:
+            log.warning(
+                "ckpt_path=last: no complete checkpoint in %s yet, starting from scratch", checkpoint_dir
+            )
             return None
-        log.info("resuming from %s", found[-1])
-        return str(found[-1])
+        log.info("resuming from %s", found)
+        return str(found)
     if not Path(ckpt_path).is_file():
         raise ConfigError(
             f"ckpt_path={ckpt_path}: no such checkpoint file. Use a .ckpt path or ckpt_path=last."
+        )
+    problem = checkpoint_problem(ckpt_path)
+    if problem:
+        raise ConfigError(
+            f"ckpt_path={ckpt_path}: {problem}. Pick another checkpoint of the run, or ckpt_path=last "
+            "(the newest complete one)."
         )
     return str(ckpt_path)
 
@@ -113,6 +124,9 @@ def run(cfg: DictConfig) -> float | None:
     datamodule, module, trainer = build(cfg)
     for logger in trainer.loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    # every DDP rank runs this; only rank 0 writes checkpoints, so only it clears what a killed one left
+    if rank_zero_only.rank == 0:
+        remove_partial_checkpoints(cfg.paths.checkpoint_dir)
     ckpt = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.checkpoint_dir)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
     if trainer.is_global_zero:

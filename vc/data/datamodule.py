@@ -19,8 +19,14 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from vc.data.features import BadFile, build_features
 from vc.data.splits import split_pairs
+from vc.errors import DataError
 
 log = logging.getLogger(__name__)
+
+# the splits training uses; an empty test split only leaves eval.py nothing to score
+NEEDED_SPLITS = ("train", "val")
+# how many left-out files an empty split's message lists
+MAX_LISTED = 10
 
 
 class VCCollator:
@@ -283,19 +289,31 @@ class VCDataModule(pl.LightningDataModule):
             return False
         return not (self.max_target_frames and row_tgt > self.max_target_frames)
 
+    def _build(self, splits) -> dict:
+        """Each non-empty split's features -> ``{name: (features within the length limits, bad files,
+        ids over the limits, cache hit)}``."""
+        built = {}
+        for name, part in splits.items():
+            if not part:
+                continue
+            feats, bad, hit = build_features(part, self.audio, self.feature_cache_dir, self.on_bad_file)
+            fits = [self._length_ok(s, t) for s, t in zip(feats["src_len"], feats["tgt_len"])]
+            too_long = [u for u, ok in zip(feats["utt_id"], fits) if not ok]
+            if too_long:
+                feats = feats.select([i for i, ok in enumerate(fits) if ok])
+            built[name] = (feats, bad, too_long, hit)
+        return built
+
     def prepare_data(self) -> None:
         """Download or write the corpus, compute features and x-vectors into their caches (rank 0)."""
         self.corpus.prepare()
         splits = self._splits()
-        built = {
-            name: build_features(part, self.audio, self.feature_cache_dir, self.on_bad_file)
-            for name, part in splits.items()
-            if part
-        }
+        built = self._build(splits)
+        self._check_splits(splits, built)
         self._embeddings(self._usable(splits, built))
         # the summary reports what preparing did; setup() then only re-reads the caches
         self._prepared = (
-            all(b[2] for b in built.values()),
+            all(b[3] for b in built.values()),
             self.report.xvector_hits,
             self.report.xvector_misses,
         )
@@ -303,43 +321,87 @@ class VCDataModule(pl.LightningDataModule):
     @staticmethod
     def _usable(splits, built) -> dict:
         """The pairs of each split whose audio could be used (x-vectors need readable targets)."""
-        bad = {b.utt_id for _, found, _ in built.values() for b in found}
+        bad = {b.utt_id for _, found, _, _ in built.values() for b in found}
         return {name: [p for p in part if p.utt_id not in bad] for name, part in splits.items()}
+
+    def _check_splits(self, splits, built) -> list[str]:
+        """One message per split left with no usable pair: the split, the files left out and the fix.
+
+        Raises a :class:`DataError` with all of them when a split training needs (train, val) is
+        among them; otherwise returns them (a test split whose every pair is unusable: only
+        eval.py needs it).
+        """
+        empty = {name: self._empty_split(name, splits, built.get(name)) for name in splits}
+        messages = [m for m in empty.values() if m]
+        if any(empty[name] for name in NEEDED_SPLITS):
+            raise DataError(f"{self.report.corpus}: " + "\n".join(messages))
+        return messages
+
+    def _empty_split(self, name: str, splits, record) -> str | None:
+        """Why split ``name`` has no usable pair and how to fix it, or None when it has one (or
+        was meant to be empty: a test split with data.split.test_ratio=0)."""
+        part = splits[name]
+        if record is not None and len(record[0]):
+            return None
+        total = sum(len(p) for p in splits.values())
+        if not part:
+            if name not in NEEDED_SPLITS:
+                return None
+            if name == "val" and total < 2:
+                return (
+                    f"the val split is empty: the corpus has {total} pair, and training needs two or more "
+                    "(one to train on, one to validate). Add pairs."
+                )
+            settings = ", ".join(f"{k}={v}" for k, v in self.split_cfg.items())
+            return (
+                f"the {name} split is empty: data.split ({settings}) gives it none of the {total} pairs. "
+                + (
+                    "Set data.split.val_ratio above 0 (validation chooses the checkpoints)."
+                    if name == "val"
+                    else "Lower data.split.val_ratio and data.split.test_ratio."
+                )
+            )
+        _, bad, too_long, _ = record
+        left_out = "its only pair was" if len(part) == 1 else f"all {len(part)} of its pairs were"
+        lines = [f"the {name} split is empty: {left_out} left out:"]
+        lines += [f"  {b.reason}" for b in bad[:MAX_LISTED]]
+        if len(bad) > MAX_LISTED:
+            lines.append(f"  ... and {len(bad) - MAX_LISTED} more unusable file(s)")
+        if too_long:
+            lines.append(
+                f"  {len(too_long)} over the length limits (data.max_source_seconds={self.max_source_seconds}, "
+                f"data.max_target_frames={self.max_target_frames}): {', '.join(too_long[:MAX_LISTED])}"
+                + (" ..." if len(too_long) > MAX_LISTED else "")
+            )
+        fixes = []
+        if bad:
+            fixes.append(
+                "Repair or replace those files, or remove their pairs from the corpus (the split is then "
+                "drawn again from the rest)."
+            )
+        if too_long:
+            fixes.append("Raise the length limits or set them to null.")
+        return "\n".join(lines + [" ".join(fixes)])
 
     def setup(self, stage: str | None = None) -> None:
         """Read features and x-vectors from the caches and build the split datasets."""
         if self.datasets:
             return
         self.splits = self._splits()
-        built = {
-            name: build_features(part, self.audio, self.feature_cache_dir, self.on_bad_file)
-            for name, part in self.splits.items()
-            if part
-        }
+        built = self._build(self.splits)
+        for message in self._check_splits(self.splits, built):
+            log.warning("%s: %s", self.report.corpus, message)
         embeddings = self._embeddings(self._usable(self.splits, built))
-        self.report.bad_files = [b for _, found, _ in built.values() for b in found]
-        self.report.feature_cache_hit = all(hit for _, _, hit in built.values())
-        for name, (feats, _, _) in built.items():
-            keep = [
-                i for i, (s, t) in enumerate(zip(feats["src_len"], feats["tgt_len"])) if self._length_ok(s, t)
-            ]
-            if len(keep) < len(feats):
-                log.info(
-                    "%s: left out %d pair(s) longer than the length limits", name, len(feats) - len(keep)
-                )
-                feats = feats.select(keep)
+        self.report.bad_files = [b for _, found, _, _ in built.values() for b in found]
+        self.report.feature_cache_hit = all(hit for *_, hit in built.values())
+        for name, (feats, _, too_long, _) in built.items():
+            if too_long:
+                log.info("%s: left out %d pair(s) longer than the length limits", name, len(too_long))
             self.datasets[name] = VCDataset(feats, embeddings)
         self.report.splits = {k: len(v) for k, v in self.datasets.items()}
         if getattr(self, "_prepared", None):
             self.report.feature_cache_hit, self.report.xvector_hits, self.report.xvector_misses = (
                 self._prepared
-            )
-        if "train" not in self.datasets or len(self.datasets["train"]) == 0:
-            from vc.errors import DataError
-
-            raise DataError(
-                f"{self.report.corpus}: no training pairs left ({self.report.pairing}). "
-                "Check the corpus, the split ratios and the length limits (data.max_source_seconds)."
             )
         train = self.datasets["train"]
         self.report.padding = {

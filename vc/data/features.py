@@ -84,7 +84,8 @@ def build_features(pairs: list, audio: Mapping, cache_dir: str | os.PathLike, on
     Returns:
         ``(dataset, bad_files, cache_hit)``: a `datasets.Dataset` with columns ``utt_id``,
         ``input_values`` (T,) float32 16 kHz source, ``labels`` (frames, mels) target log-mel,
-        ``src_len`` and ``tgt_len``; the list of :class:`BadFile`; whether the cache was used.
+        ``src_len`` and ``tgt_len`` (no rows when every pair was bad); the list of :class:`BadFile`;
+        whether the cache was used.
     """
     import datasets
 
@@ -103,6 +104,8 @@ def build_features(pairs: list, audio: Mapping, cache_dir: str | os.PathLike, on
     sr = int(audio["sample_rate"])
     extractor = make_feature_extractor(audio)
     bad: list[BadFile] = []
+    # how many records the generator gave, and whether it ran to its end
+    given = {"records": 0, "done": False}
 
     def records():
         for p in tqdm(pairs, desc="features", unit="pair", leave=False):
@@ -121,6 +124,7 @@ def build_features(pairs: list, audio: Mapping, cache_dir: str | os.PathLike, on
                 continue
             src, tgt = wavs
             mel = log_mel(extractor, tgt, sr)
+            given["records"] += 1
             yield {
                 "utt_id": p.utt_id,
                 "input_values": src,
@@ -128,6 +132,7 @@ def build_features(pairs: list, audio: Mapping, cache_dir: str | os.PathLike, on
                 "src_len": len(src),
                 "tgt_len": len(mel),
             }
+        given["done"] = True
 
     features = datasets.Features(
         {
@@ -145,13 +150,18 @@ def build_features(pairs: list, audio: Mapping, cache_dir: str | os.PathLike, on
     try:
         ds = datasets.Dataset.from_generator(records, features=features, cache_dir=str(tmp / "hf"))
     except Exception as err:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise user_error(err) or err from None
+        if not (given["done"] and given["records"] == 0):
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise user_error(err) or err from None
+        # `datasets` refuses a generator that yields nothing: every pair was left out as bad.
+        # An empty dataset lets the caller name the split and the files (VCDataModule does).
+        ds = datasets.Dataset.from_dict({name: [] for name in features}, features=features)
     if bad:
         log.warning(
             "left out %d pair(s) with unusable audio: %s", len(bad), "; ".join(b.reason for b in bad[:5])
         )
-    ds.save_to_disk(str(tmp / "dataset"))
+    # `datasets` writes no shard for an empty dataset unless told to, and then cannot load it back
+    ds.save_to_disk(str(tmp / "dataset"), num_shards=1 if len(ds) == 0 else None)
     del ds
     shutil.rmtree(tmp / "hf", ignore_errors=True)
     (tmp / "bad_files.json").write_text(json.dumps([b.__dict__ for b in bad], indent=1))
