@@ -5,8 +5,6 @@ before training does), each on a real Lightning run."""
 from __future__ import annotations
 
 import inspect
-import subprocess
-import sys
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -16,7 +14,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from tests.conftest import REPO_ROOT, compose_config, smoke_overrides
+from tests.conftest import compose_config, smoke_overrides
+from tests.test_train import _cli_overrides, _train_cli
 from vc.model import module as module_defaults
 from vc.model.loss import SpectrogramLoss
 from vc.model.module import VCLitModule
@@ -171,20 +170,6 @@ def test_training_by_epochs_keeps_learning(tiny_models, smoke_root, tmp_path):
     assert record.lrs[-1] == pytest.approx(1e-5 / (steps - 2), rel=1e-6)
 
 
-def _train_cli(args: list[str], root: Path) -> subprocess.CompletedProcess:
-    import os
-
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "VC_ROOT": str(root)}
-    return subprocess.run(
-        [sys.executable, "train.py", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -197,16 +182,7 @@ def _train_cli(args: list[str], root: Path) -> subprocess.CompletedProcess:
     ids=["endless", "schedule-too-short"],
 )
 def test_a_schedule_that_cannot_fit_the_run_is_a_config_error(smoke_root, tmp_path, overrides, message):
-    proc = _train_cli(
-        [
-            "experiment=smoke",
-            f"paths.data_dir={smoke_root}/data",
-            f"paths.cache_dir={smoke_root}/cache",
-            f"hydra.run.dir={tmp_path / 'run'}",
-            *overrides,
-        ],
-        smoke_root,
-    )
+    proc = _train_cli([*_cli_overrides(smoke_root, tmp_path / "run"), *overrides], smoke_root)
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert message in proc.stderr and "Traceback" not in proc.stderr
 
