@@ -36,15 +36,22 @@ class PerturbSettings:
     eq_q: Sequence[float] = (0.7, 2.0)
 
 
-def change_voice(wav: np.ndarray, sample_rate: int, pitch: float, formant: float) -> np.ndarray:
+def change_voice(
+    wav: np.ndarray, sample_rate: int, pitch: float, formant: float, seed: int | None = None
+) -> np.ndarray:
     """(T,) float audio -> (T,) float32 with the median pitch times ``pitch`` and the formants times
     ``formant``, same duration (Praat's Change gender; pitch range and duration factors 1).
 
-    Audio in which Praat finds no voiced frame keeps its pitch (only the formants move).
+    Audio in which Praat finds no voiced frame keeps its pitch (only the formants move). Praat's
+    resynthesis draws random numbers (in unvoiced stretches); ``seed`` seeds them, so the same call
+    gives the same samples.
     """
     import parselmouth
     from parselmouth.praat import call
 
+    if seed is not None:
+        # Praat's generator is global to the process; each DataLoader worker is its own process
+        parselmouth.praat.run(f"random_initializeWithSeedUnsafelyButPredictably({int(seed)})\n")
     sound = parselmouth.Sound(np.asarray(wav, dtype=np.float64), sampling_frequency=sample_rate)
     f0 = sound.to_pitch(pitch_floor=PITCH_FLOOR, pitch_ceiling=PITCH_CEILING).selected_array["frequency"]
     voiced = f0[f0 > 0]
@@ -73,7 +80,7 @@ def perturb(
     """
     log_range = lambda lo_hi: float(np.exp(rng.uniform(np.log(lo_hi[0]), np.log(lo_hi[1]))))  # noqa: E731
     params = {"pitch": log_range(settings.pitch), "formant": log_range(settings.formant), "eq": []}
-    out = change_voice(wav, sample_rate, params["pitch"], params["formant"])
+    out = change_voice(wav, sample_rate, params["pitch"], params["formant"], seed=int(rng.integers(2**31)))
     for _ in range(settings.eq_bands):
         band = (
             log_range((150.0, 6000.0)),

@@ -47,6 +47,8 @@ SEGMENTS_VERSION = "1"
 FRAME_SECONDS = 0.02
 # speech kept on either side of the first and last loud frame of a piece
 EDGE_SECONDS = 0.1
+# a recording whose loudest frames are not this far (dB) above its quietest holds no speech
+SPEECH_RANGE_DB = 15.0
 # below this much usable speech a fine-tune is warned about (the README says why)
 ENOUGH_SPEECH_SECONDS = 300.0
 SOURCE_KINDS = ("convert", "perturb")
@@ -91,6 +93,7 @@ def speech_spans(
 ) -> list[tuple[int, int]]:
     """(T,) audio -> ``[(start, end), ...]`` sample spans of speech, each ``min_seconds`` to ``max_seconds``.
 
+    Audio whose level never rises 15 dB above its floor (noise, hum) has no speech: ``[]``.
     Frames (20 ms) more than ``silence_db`` below the loudest frame are silence. The audio is cut
     in every silence of ``pause_seconds`` or more; a part longer than ``max_seconds`` is cut again
     by :func:`vc.converter.split_at_pauses` (at its quietest moments); each part is trimmed to its
@@ -104,6 +107,9 @@ def speech_spans(
         return []
     energy = np.square(wav[: n_frames * frame].reshape(n_frames, frame), dtype=np.float64).mean(axis=1)
     level = 10 * np.log10(energy + 1e-12)
+    # speech rises well above its own floor between words; steady noise or hum does not
+    if np.percentile(level, 99) - np.percentile(level, 10) < SPEECH_RANGE_DB:
+        return []
     loud = level > level.max() - silence_db
     # runs of loud frames, joined across pauses shorter than pause_seconds
     gap = round(pause_seconds / FRAME_SECONDS)
@@ -215,7 +221,7 @@ class VoiceCorpus:
         return files
 
     def _texts(self) -> dict[str, str]:
-        if str(self.transcripts).lower() == "none":
+        if self.transcripts is not None and str(self.transcripts).lower() == "none":
             return {}
         path = Path(self.transcripts) if self.transcripts else self.root / "transcripts.csv"
         if not path.is_file():
@@ -286,16 +292,13 @@ class VoiceCorpus:
             if rec_id in ids:  # take.wav and take.flac
                 rec_id = _id_of(relative.replace(".", "_"))
             ids.add(rec_id)
-            try:
-                rates[sf.info(str(path)).samplerate] += 1
-            except Exception:  # unreadable: load_audio below names it
-                pass
             pieces = self._segment(path)
             if isinstance(pieces, str):
                 if self.on_bad_file == "error":
                     raise AudioError(f"{pieces} (set data.on_bad_file=skip to leave such files out)")
                 bad.append(BadFile(rec_id, str(path), pieces))
                 continue
+            rates[sf.info(str(path)).samplerate] += 1
             folder = self._piece_folder(path)
             text = texts.get(str(path.resolve()), "") if len(pieces) == 1 else ""
             for k, p in enumerate(pieces):
