@@ -42,9 +42,9 @@ def voice_overrides(root: Path, recordings: Path, pool: Path, output: Path) -> l
         "data.voice.sources.convert=1",
         "data.voice.sources.perturb=1",
         f"data.voice.convert.pool={pool}",
-        # the tiny random x-vector model puts every synthetic voice above 0.998 cosine; syb (the
-        # target) sits above 0.999, the others below
-        "data.voice.convert.exclude_above=0.999",
+        # the tiny random x-vector model puts every synthetic voice above 0.99 cosine of every other:
+        # nothing is left out here (test_pool_leaves_out_the_target checks that part)
+        "data.voice.convert.exclude_above=1.01",
         "data.voice.convert.batch_size=2",
     ]
 
@@ -58,7 +58,10 @@ def voice(tmp_path_factory, synthetic_arctic):
     recordings = write_synthetic_recordings(
         root / "recordings", "syb", num_files=4, utterances_per_file=6, sample_rates=(16000, 44100)
     )
-    overrides = voice_overrides(root, recordings, synthetic_arctic, root / "prepare")
+    pool = root / "pool"
+    for spk in ("sya", "syc", "syd"):
+        shutil.copytree(synthetic_arctic / f"cmu_us_{spk}_arctic", pool / spk)
+    overrides = voice_overrides(root, recordings, pool, root / "prepare")
     report = run(compose_config("train", overrides))
     return SimpleNamespace(root=root, recordings=recordings, overrides=overrides, report=report)
 
@@ -266,7 +269,7 @@ def test_report_and_pairs(voice):
     assert re.search(r"speech +0\.\d min usable in 4 recording\(s\); sample rates 16000 Hz x2, 44100 Hz x2", report)
     assert re.search(r"utterances +train \d+, val \d+, test \d+", report)
     assert "sources       convert 1 per utterance, perturb 1 per utterance" in report
-    assert re.search(r"convert +\d+ converted sources in 3 voice\(s\) \(cmu_us_sya_arctic, cmu_us_syc_arctic, cmu_us_syd_arctic\)", report)
+    assert re.search(r"convert +\d+ converted sources in 3 voice\(s\) \(sya, syc, syd\)", report)
     assert "warning       only 0." in report
 
 
@@ -301,6 +304,22 @@ def test_pairs_per_epoch_and_perturbed_sources_change_with_the_epoch(voice):
     assert all(2 * n <= i < 3 * n for batch in sampler for i in batch)
     held = {u.recording for u in dm.utterances["val"] + dm.utterances["test"]}
     assert not held & {u.recording for u in dm.utterances["train"]}
+
+
+def test_pool_leaves_out_the_target(voice, tmp_path):
+    from vc.data.voice_sources import ConvertedSources
+
+    dm = _datamodule(voice.overrides)
+    train = dm.utterances["train"]
+    pool = tmp_path / "pool"
+    shutil.copytree(voice.root / "pool" / "sya", pool / "sya")
+    (pool / "me").mkdir()
+    for u in train:
+        shutil.copy(u.path, pool / "me" / f"{u.utt_id}.wav")
+    sources = ConvertedSources(
+        1, dm.speaker_cfg, 0, ckpt="unused", cache_dir=tmp_path / "c", pool=str(pool), exclude_above=0.99999
+    )
+    assert set(sources._voices(train)) == {"sya"} and sources.excluded == ["me"]
 
 
 @pytest.mark.slow
