@@ -102,7 +102,9 @@ def test_long_recordings_split_into_utterances(tmp_path):
 
 
 def test_corpus_reads_recursively_any_rate_and_names_bad_files(tmp_path):
-    root = write_synthetic_recordings(tmp_path / "rec", num_files=3, utterances_per_file=8, sample_rates=(22050,))
+    root = write_synthetic_recordings(
+        tmp_path / "rec", num_files=3, utterances_per_file=8, sample_rates=(22050,)
+    )
     nested = root / "day2" / "mic b"
     nested.mkdir(parents=True)
     shutil.move(root / "take_02.wav", nested / "take_02.wav")
@@ -176,7 +178,9 @@ def test_bad_folders_give_one_clear_error(tmp_path):
 
 
 def test_low_sample_rate_is_named(tmp_path, caplog):
-    root = write_synthetic_recordings(tmp_path / "rec", num_files=2, utterances_per_file=6, sample_rates=(8000, 16000))
+    root = write_synthetic_recordings(
+        tmp_path / "rec", num_files=2, utterances_per_file=6, sample_rates=(8000, 16000)
+    )
     found = VoiceCorpus(root, tmp_path / "cache", min_speech_seconds=10).load()
     assert dict(found.sample_rates) == {8000: 1, 16000: 1}
     assert "sampled below 16000 Hz (8000 Hz)" in caplog.text and "muffled" in caplog.text
@@ -266,7 +270,9 @@ def test_perturbation_is_new_each_epoch_and_repeatable():
 
 def test_report_and_pairs(voice):
     report = voice.report
-    assert re.search(r"speech +0\.\d min usable in 4 recording\(s\); sample rates 16000 Hz x2, 44100 Hz x2", report)
+    assert re.search(
+        r"speech +0\.\d min usable in 4 recording\(s\); sample rates 16000 Hz x2, 44100 Hz x2", report
+    )
     assert re.search(r"utterances +train \d+, val \d+, test \d+", report)
     assert "sources       convert 1 per utterance, perturb 1 per utterance" in report
     assert re.search(r"convert +\d+ converted sources in 3 voice\(s\) \(sya, syc, syd\)", report)
@@ -386,12 +392,21 @@ def test_train_end_to_end_and_bundle_converts_without_ref(voice, tmp_path):
     dm = _datamodule(voice.overrides)
     train = dm.datasets["train"]
     mean = np.mean([train.embeddings[u] for u in train.utt_ids], 0)
-    assert np.allclose(np.load(bundle / "default_speaker.npy").reshape(-1), mean / np.linalg.norm(mean), atol=1e-5)
+    assert np.allclose(
+        np.load(bundle / "default_speaker.npy").reshape(-1), mean / np.linalg.norm(mean), atol=1e-5
+    )
     src = next(voice.recordings.glob("*.wav"))
     converted = VoiceConverter.from_pretrained(bundle, device="cpu").convert(src)
     assert converted.wav.size > 0 and np.isfinite(converted.wav).all()
     infer = subprocess.run(
-        [sys.executable, "infer.py", f"ckpt={bundle}", f"src={src}", f"out={tmp_path}/no_ref.wav", f"hydra.run.dir={tmp_path}/infer"],
+        [
+            sys.executable,
+            "infer.py",
+            f"ckpt={bundle}",
+            f"src={src}",
+            f"out={tmp_path}/no_ref.wav",
+            f"hydra.run.dir={tmp_path}/infer",
+        ],
         cwd=REPO_ROOT,
         env=_env(tmp_path),
         capture_output=True,
@@ -400,3 +415,14 @@ def test_train_end_to_end_and_bundle_converts_without_ref(voice, tmp_path):
     )
     assert infer.returncode == 0, infer.stderr[-2000:]
     assert load_audio(tmp_path / "no_ref.wav").size > 0
+
+
+def test_eval_says_data_voice_is_not_scored_yet(tmp_path):
+    from vc.errors import ConfigError
+    from vc.evaluate import run
+
+    cfg = compose_config(
+        "eval", ["ckpt=unused", "data=voice", f"data.corpus.root={tmp_path}", f"paths.output_dir={tmp_path}"]
+    )
+    with pytest.raises(ConfigError, match="data=voice .* has no evaluation yet"):
+        run(cfg)
