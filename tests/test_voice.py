@@ -322,10 +322,14 @@ def test_pool_leaves_out_the_target(voice, tmp_path):
     (pool / "me").mkdir()
     for u in train:
         shutil.copy(u.path, pool / "me" / f"{u.utt_id}.wav")
+    # a voice given as its x-vector
+    np.save(pool / "extra.npy", np.random.default_rng(0).standard_normal(512).astype(np.float32))
     sources = ConvertedSources(
         1, dm.speaker_cfg, 0, ckpt="unused", cache_dir=tmp_path / "c", pool=str(pool), exclude_above=0.99999
     )
-    assert set(sources._voices(train)) == {"sya"} and sources.excluded == ["me"]
+    voices = sources._voices(train)
+    assert set(voices) == {"sya", "extra"} and sources.excluded == ["me"]
+    assert all(abs(np.linalg.norm(v) - 1) < 1e-5 for v in voices.values())
 
 
 @pytest.mark.slow
