@@ -626,6 +626,11 @@ def run(cfg: DictConfig) -> dict:
     (see the module docstring); returns the summary (also written as summary.json)."""
     groups = _groups(cfg)
     out = Path(cfg.paths.output_dir)
+    if str(cfg.data.get("_target_", "")).endswith("VoiceDataModule"):
+        raise ConfigError(
+            "eval.py scores parallel corpora only; data=voice (one speaker's recordings) has no evaluation yet. "
+            "Score a parallel corpus (data=arctic, data=manifest), or listen to infer.py's output."
+        )
     # the model first: a wrong ckpt is reported before any corpus download or feature work
     converter = load_converter(cfg)
     corpus = instantiate(cfg.data.corpus, _convert_="object")

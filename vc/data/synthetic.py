@@ -280,3 +280,34 @@ class SyntheticCorpus:
     def load(self) -> PairingResult:
         """Pair the source and target speakers by utterance id."""
         return pair_speakers(self.root, self.src_spk, self.tgt_spk)
+
+
+def write_synthetic_recordings(
+    root: str | os.PathLike,
+    speaker: str = "syb",
+    num_files: int = 6,
+    utterances_per_file: int = 8,
+    seed: int = 0,
+    sample_rates: tuple[int, ...] = (16000,),
+    pause_seconds: tuple[float, float] = (0.5, 1.0),
+) -> Path:
+    """Write one synthetic speaker's "recordings" for ``data=voice``: ``root/take_<k>.wav``; returns ``root``.
+
+    Each file strings ``utterances_per_file`` synthetic utterances (1-3 s each) together with pauses
+    drawn from ``pause_seconds``, like a long recording. File ``k`` is written at
+    ``sample_rates[k % len(sample_rates)]``. The same arguments give the same files.
+    """
+    root = Path(root)
+    voice = _voice(speaker)
+    rng = np.random.default_rng([seed, zlib.crc32(speaker.encode()), 2])
+    for k in range(num_files):
+        sr = sample_rates[k % len(sample_rates)]
+        parts = []
+        for j in range(utterances_per_file):
+            syllables, _ = _content(seed + 1000, k * utterances_per_file + j)
+            parts += [
+                _render(syllables, voice, rng, sr),
+                NOISE_FLOOR * rng.standard_normal(int(rng.uniform(*pause_seconds) * sr)).astype(np.float32),
+            ]
+        write_wav(root / f"take_{k:02d}.wav", np.concatenate(parts), sr)
+    return root
