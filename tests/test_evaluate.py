@@ -263,9 +263,12 @@ def test_empty_test_split_is_a_clear_error(smoke_root, tiny_bundle, tmp_path, ca
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("metrics.run=[mcd,pesq]", "metrics.run: unknown metric(s) pesq"),
+        (
+            "metrics.run=[mcd,pesq]",
+            "metrics.run=[mcd, pesq]: use a list of any of mcd, f0, secs, asr, dnsmos",
+        ),
         ("split=dev", "split=dev: use test, val or train"),
-        ("speaker=mean", "speaker=mean: use average, utterance, default"),
+        ("speaker=mean", "speaker=mean: use average, utterance or default"),
         ("ckpt=???", "ckpt is required"),
     ],
 )

@@ -16,7 +16,6 @@ from typing import Union
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
 
 from vc.errors import AudioError
 
@@ -32,6 +31,8 @@ def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     """Polyphase resampling of a 1-D float array from ``orig_sr`` to ``target_sr`` Hz."""
     if orig_sr == target_sr:
         return wav
+    from scipy.signal import resample_poly  # imported when needed: scipy.signal takes seconds to import
+
     g = gcd(int(orig_sr), int(target_sr))
     return resample_poly(wav, target_sr // g, orig_sr // g).astype(np.float32)
 

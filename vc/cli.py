@@ -11,7 +11,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from vc.errors import ConfigError, VCError, user_error
+from vc.errors import VCError, user_error
 
 log = logging.getLogger("vc")
 
@@ -29,13 +29,9 @@ def in_multirun() -> bool:
 
 def threads_setting(value) -> int | None:
     """A ``threads`` setting checked: a whole number of 1 or more, or None (torch's default)."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(
-            f"threads={value}: use a whole number of 1 or more, or null for torch's default (one per core)."
-        )
-    return value
+    from vc.settings import check_value
+
+    return check_value("threads", value)
 
 
 def output_dir(cfg: DictConfig) -> Path | None:

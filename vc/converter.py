@@ -40,6 +40,7 @@ from vc.data.speakers import l2_normalise
 from vc.errors import ConfigError, MissingModelError
 from vc.model.generate import generate
 from vc.model.quantize import half_weights, resolve_quantize
+from vc.settings import check_generation, check_value
 
 log = logging.getLogger(__name__)
 
@@ -228,10 +229,9 @@ class VoiceConverter:
         seed: int | None = 0,
         name: str = "the model",
     ):
-        if batch_size < 1:
-            raise ConfigError(f"batch_size={batch_size}: use 1 or more.")
-        if max_chunk_seconds < 1.0:
-            raise ConfigError(f"max_chunk_seconds={max_chunk_seconds}: use at least 1 s (10 s works well).")
+        check_value("batch_size", batch_size)
+        check_value("max_chunk_seconds", max_chunk_seconds)
+        check_value("crossfade_ms", crossfade_ms)
         self.device = torch.device(device)
         self.dtype = dtype
         self.model = model.to(self.device, dtype).eval()
@@ -398,7 +398,9 @@ class VoiceConverter:
             raise ConfigError(
                 f"unknown generation setting(s) {', '.join(unknown)}: use {', '.join(DEFAULT_GENERATION)}."
             )
-        return {k: float(v) for k, v in {**base, **overrides}.items()}
+        merged = {**base, **overrides}
+        check_generation(merged)
+        return {k: float(v) for k, v in merged.items()}
 
     # ----------------------------------------------------------------- speakers
 

@@ -50,13 +50,12 @@ from vc.data.corpus import Pair
 from vc.data.splits import split_pairs
 from vc.errors import AudioError, ConfigError, DataError
 from vc.infer import load_converter
+from vc.settings import METRIC_GROUPS, check
 
 log = logging.getLogger(__name__)
 
-GROUPS = ("mcd", "f0", "secs", "asr", "dnsmos")
 SYSTEMS = ("source", "converted", "target")
 SYSTEM_LABELS = {"source": "source (floor)", "converted": "converted", "target": "target (ceiling)"}
-SPEAKER_MODES = ("average", "utterance", "default")
 # CSV metric columns, each with the metrics.run entry that computes it
 COLUMNS = {
     "mcd": "mcd",
@@ -111,23 +110,10 @@ class Utterance:
 
 
 def _groups(cfg: DictConfig) -> tuple[str, ...]:
-    """The settings checked before any work -> the metric groups of ``metrics.run``, in :data:`GROUPS` order."""
-    if OmegaConf.is_missing(cfg, "ckpt"):
-        raise ConfigError(
-            "ckpt is required: the model to evaluate, as a bundle folder (train.py writes "
-            "outputs/train/runs/<time>/bundle), a Lightning .ckpt or a hub id, e.g. ckpt=path/to/bundle."
-        )
-    run = [str(g) for g in cfg.metrics.run]
-    unknown = sorted(set(run) - set(GROUPS))
-    if unknown:
-        raise ConfigError(
-            f"metrics.run: unknown metric(s) {', '.join(unknown)}; use any of {', '.join(GROUPS)}."
-        )
-    if cfg.split not in ("train", "val", "test"):
-        raise ConfigError(f"split={cfg.split}: use test, val or train (the parts of data.split).")
-    if cfg.speaker not in SPEAKER_MODES:
-        raise ConfigError(f"speaker={cfg.speaker}: use {', '.join(SPEAKER_MODES)}.")
-    return tuple(g for g in GROUPS if g in run)
+    """The settings checked before any work (:func:`vc.settings.check`) -> the metric groups of
+    ``metrics.run``, in :data:`~vc.settings.METRIC_GROUPS` order."""
+    check(cfg, "eval")
+    return tuple(g for g in METRIC_GROUPS if g in cfg.metrics.run)
 
 
 def _systems(cfg: DictConfig) -> list[str]:

@@ -17,16 +17,19 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from omegaconf import DictConfig, ListConfig
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from vc.audio import AUDIO_EXTENSIONS, find_audio_files, write_wav
 from vc.cli import threads_setting
-from vc.converter import VoiceConverter
 from vc.errors import AudioError, ConfigError, VCError
+from vc.settings import check
+
+if TYPE_CHECKING:
+    from vc.converter import VoiceConverter
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +126,11 @@ def load_converter(cfg: DictConfig) -> VoiceConverter:
     """The :class:`VoiceConverter` the config describes (building the tiny models first if asked).
 
     ``threads`` (if set) is torch's CPU thread count for the whole process."""
+    # torch and the model code load here, after the settings and the files are checked
+    import torch
+
+    from vc.converter import VoiceConverter
+
     threads = threads_setting(cfg.get("threads"))
     if threads is not None:
         torch.set_num_threads(threads)
@@ -150,18 +158,15 @@ def run(cfg: DictConfig) -> dict:
     """Convert ``cfg.src`` to the voice of ``cfg.ref`` as ``conf/infer.yaml`` describes.
 
     Returns ``{"converted", "skipped", "failed", "audio_seconds", "wall_seconds", "rtf", "outputs"}``.
-    Raises :class:`VCError` (exit status 2 from the CLI) after converting all it can if any file
-    failed; with ``mode=serve`` it runs :func:`vc.serve.run` instead.
+    Every setting is checked first (:func:`vc.settings.check`). Raises :class:`VCError` (exit
+    status 2 from the CLI) after converting all it can if any file failed; with ``mode=serve`` it
+    runs :func:`vc.serve.run` instead.
     """
-    mode = cfg.get("mode", "convert")
-    if mode == "serve":
+    check(cfg, "infer")
+    if cfg.mode == "serve":
         from vc.serve import run as serve
 
         return serve(cfg)
-    if mode != "convert":
-        raise ConfigError(f"mode={mode}: use convert or serve.")
-    if cfg.out_format not in OUT_SUBTYPES:
-        raise ConfigError(f"out_format={cfg.out_format}: use {' or '.join(OUT_SUBTYPES)}.")
     default_out = None if cfg.out is not None else Path(cfg.paths.output_dir) / "converted"
     jobs = plan(str(cfg.src), cfg.out, default_out)
     todo = [job for job in jobs if cfg.overwrite or not job.out.exists()]
