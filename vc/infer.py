@@ -52,7 +52,9 @@ def expand(spec: str, key: str) -> tuple[list[Path], Path | None]:
     ``files`` are sorted audio files (by extension; a single named file is taken as it is);
     ``base`` is the folder the tree is mirrored from, None for a single file.
     """
-    if glob.has_magic(spec):
+    path = Path(spec).expanduser()
+    # a name with [ ] * ? that exists is that file or folder, not a pattern
+    if glob.has_magic(spec) and not path.exists():
         parts = Path(spec).parts
         fixed = next(i for i, part in enumerate(parts) if glob.has_magic(part))
         matched = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
@@ -63,7 +65,6 @@ def expand(spec: str, key: str) -> tuple[list[Path], Path | None]:
                 f"{', '.join(AUDIO_EXTENSIONS)}; quote the pattern so the shell does not expand it."
             )
         return files, Path(*parts[:fixed])
-    path = Path(spec).expanduser()
     if path.is_dir():
         files = find_audio_files(path)
         if not files:
