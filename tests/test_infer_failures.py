@@ -17,11 +17,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 import yaml
+from omegaconf import OmegaConf
 
 from tests.conftest import REPO_ROOT, compose_config
+from vc.infer import run
 
 SR = 16_000
 # above the kernel's largest pid (pid_max is at most 2**22): no process has it
@@ -165,3 +168,137 @@ def test_a_sweep_without_m_and_a_name_read_as_a_number(tmp_path):
     assert "src=1.50: Hydra reads this name as the number 1.5" in line
     assert "out=a,b.wav: Hydra reads the commas as a sweep over several values" in line
     assert line.endswith(f"""run: python {REPO_ROOT / "infer.py"} ckpt=x 'src="1.50"' 'out="a,b.wav"'""")
+
+
+# ------------------------------------------------------------------------ outputs not written
+
+
+def _sources(utterances: list[Path], root: Path) -> Path:
+    """in/a/short.wav (0.25 s, a small output), in/b/long.wav and in/c/z.wav (larger outputs)."""
+    src = root / "in"
+    for sub in "abc":
+        (src / sub).mkdir(parents=True)
+    sf.write(str(src / "a" / "short.wav"), sf.read(str(utterances[0]))[0][: SR // 4], SR)
+    shutil.copy(utterances[1], src / "b" / "long.wav")
+    shutil.copy(utterances[2], src / "c" / "z.wav")
+    return src
+
+
+def test_a_file_limit_and_a_file_in_the_way_fail_those_outputs_only(tiny_bundle, utterances, tmp_path):
+    """A process file-size limit (the disk-full path: the write fails midway) and a file where an
+    output folder should be: those outputs are named with the reason, the other one is written,
+    exit status 2, and no temporary file is left."""
+    _sources(utterances, tmp_path)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "c").write_text("a file where the folder c/ should be")
+    done = cli(
+        tmp_path,
+        f"ckpt={tiny_bundle}",
+        "src=in",
+        "out=out",
+        "device=cpu",
+        "generation.threshold=3",
+        "hydra.run.dir=run",
+        limit_bytes=60_000,
+    )
+    line = one_line_error(done)
+    assert line.startswith("error: 2 of 3 file(s) failed: ")
+    assert "out/b/long.wav: cannot write the output: File too large" in line
+    assert (
+        "out/c/z.wav: cannot write the output: File exists: out/c is a file where a folder is needed" in line
+    )
+    assert (tmp_path / "out" / "a" / "short.wav").is_file()
+    assert not (tmp_path / "out" / "b" / "long.wav").exists()
+    assert temporaries(tmp_path) == []
+
+
+def _user_namespaces() -> bool:
+    try:
+        return subprocess.run(["unshare", "-rm", "true"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.mark.skipif(not _user_namespaces(), reason="needs `unshare -rm` (user and mount namespaces)")
+def test_a_full_disk_and_a_read_only_folder_fail_those_outputs_only(tiny_bundle, utterances, tmp_path):
+    """A real full disk (a 64 kB tmpfs) and a real read-only folder (a read-only bind mount), in a
+    private mount namespace, so this works as root too (root ignores permission bits)."""
+    _sources(utterances, tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    script = (
+        f"mount -t tmpfs -o size=64k tmpfs {out} && mkdir {out}/c && mount --bind {out}/c {out}/c && "
+        f"mount -o remount,bind,ro {out}/c && {shlex.join([sys.executable, str(REPO_ROOT / 'infer.py')])} "
+        f"ckpt={tiny_bundle} src=in out=out device=cpu generation.threshold=3 hydra.run.dir=run; "
+        f"echo rc=$? >&2; find {out} -type f >&2"
+    )
+    done = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert "rc=2" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    line = next(x for x in done.stderr.splitlines() if x.startswith("error: "))
+    assert line.startswith("error: 2 of 3 file(s) failed: ")
+    assert "out/b/long.wav: cannot write the output: No space left on device. Free some space" in line
+    assert (
+        "out/c/z.wav: cannot write the output: Read-only file system: the folder out/c is not writable"
+        in line
+    )
+    written = [x for x in done.stderr.splitlines() if x.startswith(str(out))]
+    assert written == [f"{out}/a/short.wav"], done.stderr
+
+
+def test_write_wav_leaves_nothing_when_the_write_fails(tmp_path):
+    from vc.audio import write_wav
+
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(OSError):
+        write_wav(tmp_path / "file" / "x.wav", np.zeros(SR, np.float32))
+    (tmp_path / "x.wav").mkdir()
+    with pytest.raises(IsADirectoryError):
+        write_wav(tmp_path / "x.wav", np.zeros(SR, np.float32))
+    assert temporaries(tmp_path) == []
+
+
+def test_temporaries_of_an_interrupted_run_are_removed(tiny_bundle, utterances, tmp_path):
+    """A dead writer's hidden .tmp files go; a live writer's stay."""
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    dead = [out / f".a.wav.{DEAD_PID}.tmp", out / "sub" / f".b.wav.{DEAD_PID}.tmp"]
+    for path in dead:
+        path.write_bytes(b"RIFF half a file")
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"]) as writer:
+        live = out / f".c.wav.{writer.pid}.tmp"
+        live.write_bytes(b"being written")
+        try:
+            src = tmp_path / "in"
+            (src / "sub").mkdir(parents=True)
+            shutil.copy(utterances[0], src / "a.wav")
+            shutil.copy(utterances[1], src / "sub" / "b.wav")
+            assert run(config(ckpt=tiny_bundle, src=src, out=out))["converted"] == 2
+            assert [p.exists() for p in dead] == [False, False] and live.exists()
+        finally:
+            writer.kill()
+
+
+def test_an_interrupted_bundle_export_is_cleaned_up(tiny_models, tmp_path):
+    from vc.model.bundle import export_bundle, load_bundle
+    from vc.model.module import VCLitModule
+
+    stale = tmp_path / f".bundle.{DEAD_PID}.tmp"
+    (stale / "speecht5").mkdir(parents=True)
+    module = VCLitModule(
+        pretrained=str(tiny_models.speecht5),
+        vocoder=str(tiny_models.vocoder),
+        speaker_encoder=str(tiny_models.xvector),
+        audio=OmegaConf.to_container(OmegaConf.load(REPO_ROOT / "conf" / "audio" / "speecht5.yaml")),
+    )
+    with pytest.raises(KeyError):  # an export that fails midway leaves nothing either
+        export_bundle(VCLitModule(pretrained=str(tiny_models.speecht5)), tmp_path / "bundle")
+    export_bundle(module, tmp_path / "bundle")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+    assert load_bundle(tmp_path / "bundle").vocoder is not None

@@ -7,6 +7,7 @@ torchaudio 2.9+ has no I/O of its own, so reading and writing go through soundfi
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import os
@@ -18,6 +19,7 @@ import numpy as np
 import soundfile as sf
 
 from vc.errors import AudioError
+from vc.tempfiles import temp_path
 
 SAMPLE_RATE = 16_000
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au")
@@ -137,18 +139,25 @@ def check_audio(
 def write_wav(
     path: str | os.PathLike, wav: np.ndarray, sample_rate: int = SAMPLE_RATE, subtype: str = "PCM_16"
 ) -> Path:
-    """Write mono float audio to a WAV file atomically (write to a temp name, then rename)."""
+    """Write mono float audio to a WAV file atomically: encoded in memory, written to a temporary
+    name, then renamed, so ``path`` is complete or untouched.
+
+    Raises :class:`OSError` (a full disk, a read-only folder, a file where a folder should be)
+    with no temporary file left behind.
+    """
     path = Path(path)
+    data = wav_bytes(wav, sample_rate, subtype)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    sf.write(
-        str(tmp),
-        np.clip(np.asarray(wav, dtype=np.float32), -1.0, 1.0),
-        sample_rate,
-        subtype=subtype,
-        format="WAV",
-    )
-    os.replace(tmp, path)
+    tmp = temp_path(path)
+    try:
+        # Python's own file writes, not libsndfile's: they raise OSError with the real reason
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -11,6 +11,7 @@ error listing the bad ones (exit status 2).
 
 from __future__ import annotations
 
+import errno
 import glob
 import logging
 import os
@@ -27,6 +28,7 @@ from vc.audio import AUDIO_EXTENSIONS, find_audio_files, write_wav
 from vc.cli import threads_setting
 from vc.errors import AudioError, ConfigError, VCError
 from vc.settings import check
+from vc.tempfiles import remove_stale
 
 if TYPE_CHECKING:
     from vc.converter import VoiceConverter
@@ -170,6 +172,7 @@ def run(cfg: DictConfig) -> dict:
         return serve(cfg)
     default_out = None if cfg.out is not None else Path(cfg.paths.output_dir) / "converted"
     jobs = plan(str(cfg.src), cfg.out, default_out)
+    _remove_stale_temporaries(jobs)
     todo = [job for job in jobs if cfg.overwrite or not job.out.exists()]
     summary = {"converted": 0, "skipped": len(jobs) - len(todo), "failed": 0, "audio_seconds": 0.0}
     summary.update(wall_seconds=0.0, rtf=0.0, outputs=[])
@@ -224,6 +227,13 @@ def run(cfg: DictConfig) -> dict:
     return summary
 
 
+def _remove_stale_temporaries(jobs: list[Job]) -> None:
+    """Delete the half-written outputs an interrupted run left (hidden ``.<name>.<pid>.tmp`` files)."""
+    removed = [p for folder in sorted({j.out.parent for j in jobs}) for p in remove_stale(folder)]
+    if removed:
+        log.info("removed %d temporary file(s) an interrupted run left, e.g. %s", len(removed), removed[0])
+
+
 def _convert_group(
     converter: VoiceConverter, group: list[Job], speaker, subtype: str, summary: dict
 ) -> list[str]:
@@ -244,9 +254,7 @@ def _convert_group(
         try:
             write_wav(job.out, result.wav, result.sample_rate, subtype=subtype)
         except OSError as err:
-            reason = (
-                f"{job.out}: cannot write the output ({err}). Check that the folder is writable, or set out=."
-            )
+            reason = f"{job.out}: cannot write the output: {_write_problem(err, job.out)}"
             log.error("%s", reason)
             failures.append(reason)
             continue
@@ -254,3 +262,22 @@ def _convert_group(
         summary["audio_seconds"] += result.meta["src_seconds"]
         summary["outputs"].append(str(job.out))
     return failures
+
+
+def _write_problem(err: OSError, out: Path) -> str:
+    """Why an output could not be written, and what to do, from the :class:`OSError`."""
+    reason = err.strerror or str(err)
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{reason}. Free some space, or write elsewhere with out=."
+    if err.errno == errno.EFBIG:
+        return f"{reason} (a file size limit of this file system or process). Write elsewhere with out=."
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{reason}: the folder {out.parent} is not writable. Write elsewhere with out=."
+    if err.errno in (errno.EEXIST, errno.ENOTDIR):
+        blocker = next((p for p in out.parents if p.is_file()), out.parent)
+        return (
+            f"{reason}: {blocker} is a file where a folder is needed. Move it, or write elsewhere with out=."
+        )
+    if err.errno == errno.EISDIR:
+        return f"{reason}: {out} is a folder. Move it, or write elsewhere with out=."
+    return f"{reason}. Write elsewhere with out=."

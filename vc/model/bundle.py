@@ -25,6 +25,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from vc.errors import ConfigError, MissingModelError
+from vc.tempfiles import remove_stale, temp_path
 
 BUNDLE_FILE = "vc.yaml"
 
@@ -60,16 +61,31 @@ def export_bundle(
     """Write a bundle for a trained :class:`~vc.model.module.VCLitModule` into ``out_dir``.
 
     The folder is built under a temporary name and renamed, so a bundle is complete or absent.
-    Returns the bundle path.
+    Returns the bundle path. A temporary folder an interrupted export left is removed.
     """
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(out.parent, out.name)  # what an export killed midway left
+    tmp = temp_path(out)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        _write_bundle(module, tmp, speaker_source, default_speaker, src_spk, tgt_spk, train_config)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _write_bundle(module, tmp: Path, speaker_source, default_speaker, src_spk, tgt_spk, train_config) -> None:
+    """The bundle's files, into the folder ``tmp``."""
     from vc.data.features import make_feature_extractor
     from vc.model.pretrained import load_vocoder
 
     hp = module.hparams
-    out = Path(out_dir)
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     module.model.config.use_cache = True  # generation wants the cache back on
     module.model.save_pretrained(tmp / "speecht5")
     make_feature_extractor(hp.audio).save_pretrained(tmp / "speecht5")
@@ -88,10 +104,6 @@ def export_bundle(
         "train_config": dict(train_config) if train_config else None,
     }
     OmegaConf.save(OmegaConf.create(settings), tmp / BUNDLE_FILE)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return out
 
 
 @dataclass
