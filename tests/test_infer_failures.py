@@ -9,6 +9,7 @@ every file that can be converted is converted, and no temporary file is left.
 
 from __future__ import annotations
 
+import logging
 import os
 import resource
 import shlex
@@ -24,6 +25,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from tests.conftest import REPO_ROOT, compose_config
+from vc.errors import AudioError, ConfigError
 from vc.infer import run
 
 SR = 16_000
@@ -262,6 +264,80 @@ def test_write_wav_leaves_nothing_when_the_write_fails(tmp_path):
     with pytest.raises(IsADirectoryError):
         write_wav(tmp_path / "x.wav", np.zeros(SR, np.float32))
     assert temporaries(tmp_path) == []
+
+
+# ------------------------------------------------------------------------------------- overlap
+
+
+@pytest.mark.parametrize("fmt", ["WAV", "FLAC", "MP3"])
+def test_out_equal_to_the_source_is_refused_before_any_model_loads(fmt, utterances, tmp_path):
+    """ckpt points at nothing: the refusal comes before the model would be looked for."""
+    name = f"speech.{fmt.lower()}"
+    data, rate = sf.read(str(utterances[0]))
+    sf.write(str(tmp_path / name), data, rate, format=fmt)
+    before = (tmp_path / name).read_bytes()
+    line = one_line_error(cli(tmp_path, "ckpt=./no/such/bundle", f"src={name}", f"out={name}"))
+    assert line.startswith(f"error: out={name} is the source file itself: the source is never overwritten")
+    assert (tmp_path / name).read_bytes() == before
+
+
+def test_outputs_may_not_replace_inputs(utterances, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(utterances[0], src / "a.wav")
+    shutil.copy(utterances[1], tmp_path / "ref.wav")
+    with pytest.raises(ConfigError, match=r"out=.*in is the src folder: outputs would mix with the sources"):
+        run(config(ckpt="./no/such/bundle", src=src, out=src))
+    with pytest.raises(ConfigError, match=r"would replace the ref file .*ref\.wav"):
+        run(
+            config(
+                ckpt="./no/such/bundle", src=src / "a.wav", ref=tmp_path / "ref.wav", out=tmp_path / "ref.wav"
+            )
+        )
+    # a hard link is the same file under another name
+    (tmp_path / "o").mkdir()
+    os.link(src / "a.wav", tmp_path / "o" / "a.wav")
+    with pytest.raises(ConfigError, match=r"would replace the src file .*in/a\.wav"):
+        run(config(ckpt="./no/such/bundle", src=src, out=tmp_path / "o", overwrite=True))
+    (tmp_path / "notes.flac").write_text("an existing file that is not a folder")
+    with pytest.raises(ConfigError, match=r"out=.*notes\.flac is an existing file that is not a \.wav"):
+        run(config(ckpt="./no/such/bundle", src=src / "a.wav", out=tmp_path / "notes.flac"))
+
+
+def test_outputs_inside_src_are_not_converted_again(tiny_bundle, utterances, tmp_path, caplog):
+    """out= inside src, and the default out (under outputs/) inside src: the next run converts the
+    recordings only."""
+    src = tmp_path / "project"
+    (src / "rec").mkdir(parents=True)
+    shutil.copy(utterances[0], src / "rec" / "a.wav")
+    shutil.copy(utterances[1], src / "b.wav")
+    for _ in range(2):
+        summary = run(config(ckpt=tiny_bundle, src=src, out=src / "converted", overwrite=True))
+        assert summary["converted"] == 2
+    assert sorted(str(p.relative_to(src)) for p in src.rglob("*.wav")) == [
+        "b.wav",
+        "converted/b.wav",
+        "converted/rec/a.wav",
+        "rec/a.wav",
+    ]
+    shutil.rmtree(src / "converted")
+    outputs = {"paths.log_dir": src / "outputs"}
+    run(config(ckpt=tiny_bundle, src=src, **outputs, **{"paths.output_dir": src / "outputs" / "infer" / "1"}))
+    with caplog.at_level(logging.INFO, logger="vc.infer"):
+        again = run(
+            config(
+                ckpt=tiny_bundle, src=src, **outputs, **{"paths.output_dir": src / "outputs" / "infer" / "2"}
+            )
+        )
+    assert again["converted"] == 2 and "left out 2 file(s) below" in caplog.text
+    (src / "rec" / "a.wav").unlink()
+    (src / "b.wav").unlink()
+    with pytest.raises(AudioError, match=r"src=.*project: its only audio files are outputs"):
+        run(
+            config(
+                ckpt=tiny_bundle, src=src, **outputs, **{"paths.output_dir": src / "outputs" / "infer" / "3"}
+            )
+        )
 
 
 def test_temporaries_of_an_interrupted_run_are_removed(tiny_bundle, utterances, tmp_path):

@@ -5,8 +5,9 @@
     python infer.py ckpt=microsoft/speecht5_vc src="in/**/*.mp3" ref=target.wav
     python infer.py ckpt=BUNDLE mode=serve                                      # the local endpoint
 
-A bad file is reported and skipped; the others are still converted, and the run ends with an
-error listing the bad ones (exit status 2).
+A bad file, or an output that cannot be written, is reported and skipped; the others are still
+converted, and the run ends with an error listing the failures (exit status 2). Outputs never
+replace inputs, and earlier outputs below src are never taken as sources.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import glob
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -83,16 +85,36 @@ def expand(spec: str, key: str) -> tuple[list[Path], Path | None]:
     )
 
 
-def plan(src: str, out: str | None, default_out: Path | None) -> list[Job]:
-    """Pair every source file with its output path.
+def plan(
+    src: str,
+    out: str | None,
+    default_out: Path | None,
+    *,
+    protected: Sequence[Path] = (),
+    outputs_root: Path | None = None,
+) -> list[Job]:
+    """Pair every source file with its output path; refuse an output that would replace an input.
 
     A single file goes to ``out`` if that ends in .wav, else into the folder ``out`` (default
     ``default_out``) as ``<stem>.wav``. A folder or glob mirrors its tree under the folder ``out``;
-    ``a.flac`` and ``a.wav`` side by side become ``a.wav`` and ``a.flac.wav``.
+    ``a.flac`` and ``a.wav`` side by side become ``a.wav`` and ``a.flac.wav``. Files below ``out``
+    or ``outputs_root`` (the tool's outputs/ folder) are outputs, never sources. A :class:`ConfigError`,
+    before any model loads, when an output would be a source, one of ``protected`` (the references)
+    or an existing file that is not a folder.
     """
     files, base = expand(src, "src")
     root = Path(out).expanduser() if out is not None else default_out
     if base is None:
+        if _same_file(root, files[0]):
+            raise ConfigError(
+                f"out={out} is the source file itself: the source is never overwritten. Write to another file, "
+                f"e.g. out={files[0].with_name(files[0].stem + '_converted.wav')}."
+            )
+        if root.suffix.lower() != ".wav" and root.is_file():
+            raise ConfigError(
+                f"out={out} is an existing file that is not a .wav, so it cannot be the output folder. Give a .wav "
+                "file name or a folder."
+            )
         target = root if root.suffix.lower() == ".wav" else root / f"{files[0].stem}.wav"
         jobs = [Job(files[0], target)]
     else:
@@ -100,6 +122,12 @@ def plan(src: str, out: str | None, default_out: Path | None) -> list[Job]:
             raise ConfigError(
                 f"out={out} is a file name, but src={src} holds {len(files)} files: give a folder (the tree is mirrored)."
             )
+        if _abs(root) == _abs(base) or _same_file(root, base):
+            raise ConfigError(
+                f"out={out} is the src folder: outputs would mix with the sources and be taken as sources on the "
+                f"next run. Write to another folder, e.g. out={base / 'converted'}."
+            )
+        files = _leave_out_outputs(files, base, [root, outputs_root])
         jobs, taken = [], set()
         for file in files:
             rel = file.relative_to(base)
@@ -108,12 +136,58 @@ def plan(src: str, out: str | None, default_out: Path | None) -> list[Job]:
                 target = root / rel.with_name(rel.name + ".wav")
             taken.add(target)
             jobs.append(Job(file, target))
+    inputs = {_identity(p): (key, p) for key, paths in (("ref", protected), ("src", files)) for p in paths}
     for job in jobs:
-        if job.out.resolve() == job.src.resolve():
+        if job.out.is_file() and _identity(job.out) in inputs:
+            key, path = inputs[_identity(job.out)]
             raise ConfigError(
-                f"out={out} would overwrite the source {job.src}: write to another file or folder."
+                f"out={out}: the output {job.out} would replace the {key} file {path}; inputs are never "
+                "overwritten. Write to another folder with out=."
             )
     return jobs
+
+
+def _identity(path: Path):
+    """What makes two names one file: device and inode (hard links, case-insensitive file systems)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return str(_abs(path))
+    return (st.st_dev, st.st_ino)
+
+
+def _abs(path: Path) -> Path:
+    """Absolute, with ``..`` folded but links kept (a linked file is where its link is)."""
+    return Path(os.path.abspath(path))
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    return a.exists() and b.exists() and _identity(a) == _identity(b)
+
+
+def _leave_out_outputs(files: list[Path], base: Path, roots: list[Path | None]) -> list[Path]:
+    """``files`` without those below an output folder that lies inside ``base`` (earlier outputs;
+    with ``src`` pointed at the output folder itself, its files are the sources)."""
+    inside = [
+        _abs(r)
+        for r in roots
+        if r is not None and _abs(r).is_relative_to(_abs(base)) and _abs(r) != _abs(base)
+    ]
+    if not inside:
+        return files
+    kept = [f for f in files if not any(_abs(f).is_relative_to(r) for r in inside)]
+    if len(kept) < len(files):
+        log.info(
+            "left out %d file(s) below %s: outputs are never taken as sources",
+            len(files) - len(kept),
+            " and ".join(str(r) for r in inside),
+        )
+    if not kept:
+        raise AudioError(
+            f"src={base}: its only audio files are outputs (below {' or '.join(str(r) for r in inside)}). Point src "
+            "at the recordings to convert."
+        )
+    return kept
 
 
 def references(ref) -> list[Path] | None:
@@ -161,9 +235,10 @@ def run(cfg: DictConfig) -> dict:
     """Convert ``cfg.src`` to the voice of ``cfg.ref`` as ``conf/infer.yaml`` describes.
 
     Returns ``{"converted", "skipped", "failed", "audio_seconds", "wall_seconds", "rtf", "outputs"}``.
-    Every setting is checked first (:func:`vc.settings.check`). Raises :class:`VCError` (exit
-    status 2 from the CLI) after converting all it can if any file failed; with ``mode=serve`` it
-    runs :func:`vc.serve.run` instead.
+    Every setting is checked first
+    (:func:`vc.settings.check`). Raises :class:`VCError` (exit status 2 from the CLI) after
+    converting all it can if any file failed, to read or to write; with ``mode=serve`` it runs
+    :func:`vc.serve.run` instead.
     """
     check(cfg, "infer")
     if cfg.mode == "serve":
@@ -171,7 +246,14 @@ def run(cfg: DictConfig) -> dict:
 
         return serve(cfg)
     default_out = None if cfg.out is not None else Path(cfg.paths.output_dir) / "converted"
-    jobs = plan(str(cfg.src), cfg.out, default_out)
+    refs = references(cfg.ref)
+    jobs = plan(
+        str(cfg.src),
+        None if cfg.out is None else str(cfg.out),
+        default_out,
+        protected=refs or [],
+        outputs_root=Path(cfg.paths.log_dir),
+    )
     _remove_stale_temporaries(jobs)
     todo = [job for job in jobs if cfg.overwrite or not job.out.exists()]
     summary = {"converted": 0, "skipped": len(jobs) - len(todo), "failed": 0, "audio_seconds": 0.0}
@@ -186,7 +268,7 @@ def run(cfg: DictConfig) -> dict:
     if todo:
         converter = load_converter(cfg)
         # one x-vector for all files, computed up front: a bad reference fails once, before any work
-        speaker = converter.speaker_embedding(references(cfg.ref))
+        speaker = converter.speaker_embedding(refs)
         log.info(
             "converting %d file(s) into %s",
             len(todo),
