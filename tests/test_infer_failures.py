@@ -340,6 +340,127 @@ def test_outputs_inside_src_are_not_converted_again(tiny_bundle, utterances, tmp
         )
 
 
+# ------------------------------------------------------------------------------- broken models
+
+
+@pytest.fixture(scope="module")
+def lightning_ckpt(tiny_models, tmp_path_factory) -> Path:
+    import lightning.pytorch as pl
+
+    from vc.model.module import VCLitModule
+
+    module = VCLitModule(
+        pretrained=str(tiny_models.speecht5),
+        vocoder=str(tiny_models.vocoder),
+        speaker_encoder=str(tiny_models.xvector),
+        generation={"threshold": 3.0, "minlenratio": 0.0, "maxlenratio": 2.0},
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False
+    )
+    trainer.strategy.connect(module)
+    path = tmp_path_factory.mktemp("ckpt") / "last.ckpt"
+    trainer.save_checkpoint(path)
+    return path
+
+
+def _cut(path: Path, keep: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+SPEAKER_HPARAMS = "speaker_encoder/hyperparams.yaml"
+BUNDLE_DAMAGE = {
+    # case: (file in the bundle, how it is damaged, the file or folder named, what the message says)
+    "weights-cut-short": ("speecht5/model.safetensors", _cut, None, "not a complete safetensors file"),
+    "vocoder-overwritten": (
+        "vocoder/model.safetensors",
+        lambda p: p.write_bytes(os.urandom(999)),
+        None,
+        "complete",
+    ),
+    "config-json-cut": ("speecht5/config.json", _cut, None, "not valid JSON"),
+    "vc-yaml-damaged": ("vc.yaml", lambda p: p.write_text("audio: [\n  x: {"), None, "not valid YAML"),
+    "vc-yaml-not-settings": (
+        "vc.yaml",
+        lambda p: p.write_text("- a list\n"),
+        None,
+        "not the bundle's settings",
+    ),
+    "speaker-encoder-cut": (
+        "speaker_encoder/embedding_model.ckpt",
+        _cut,
+        None,
+        "not a complete PyTorch archive",
+    ),
+    "speaker-hparams-cut": (SPEAKER_HPARAMS, lambda p: _cut(p, 0.3), "speaker_encoder", "does not load"),
+    "default-speaker-cut": ("default_speaker.npy", _cut, None, "not a complete .npy array"),
+    "weights-missing": (
+        "speecht5/model.safetensors",
+        Path.unlink,
+        "speecht5",
+        "SpeechT5 model does not load",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BUNDLE_DAMAGE)
+def test_a_damaged_bundle_names_the_file_and_says_export_again(case, tiny_bundle, utterances, tmp_path):
+    name, damage, named, says = BUNDLE_DAMAGE[case]
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    damage(bundle / name)
+    with pytest.raises(ConfigError) as err:
+        run(config(ckpt=bundle, src=utterances[0], ref=utterances[1], out=tmp_path / "o.wav"))
+    message = str(err.value)
+    assert message.startswith(f"{bundle / (named or name)}: ") and says in message, message
+    assert f"Export the bundle {bundle} again" in message or "Export the bundle again" in message, message
+    assert "\n" not in message and not (tmp_path / "o.wav").exists()
+
+
+CKPT_DAMAGE = {
+    "cut-short": (_cut, "not a complete PyTorch archive (cut short or overwritten)"),
+    "random-bytes": (lambda p: p.write_bytes(os.urandom(5000)), "not a complete PyTorch archive"),
+    "pickle-like": (
+        lambda p: p.write_bytes(b"\x80\x02" + os.urandom(5000)),
+        "not a complete PyTorch archive",
+    ),
+    "empty": (lambda p: p.write_bytes(b""), "empty (0 bytes)"),
+}
+
+
+@pytest.mark.parametrize("case", CKPT_DAMAGE)
+def test_a_damaged_checkpoint_says_pick_another_never_weights_only(
+    case, lightning_ckpt, utterances, tmp_path
+):
+    damage, says = CKPT_DAMAGE[case]
+    ckpt = tmp_path / "epoch=3.ckpt"
+    shutil.copy(lightning_ckpt, ckpt)
+    damage(ckpt)
+    with pytest.raises(ConfigError) as err:
+        run(config(ckpt=ckpt, src=utterances[0], ref=utterances[1], out=tmp_path / "o.wav"))
+    message = str(err.value)
+    assert message.startswith(f"ckpt={ckpt}: {says}") and "Pick another checkpoint" in message, message
+    assert "weights_only" not in message and "\n" not in message
+
+
+def test_cli_damaged_bundle_and_checkpoint_one_line_each(tiny_bundle, lightning_ckpt, utterances, tmp_path):
+    shutil.copytree(tiny_bundle, tmp_path / "bundle")
+    _cut(tmp_path / "bundle" / "speecht5" / "model.safetensors")
+    (tmp_path / "random.ckpt").write_bytes(b"\x80\x02" + os.urandom(5000))
+    shutil.copy(utterances[0], tmp_path / "x.wav")
+    line = one_line_error(cli(tmp_path, "ckpt=bundle", "src=x.wav", "device=cpu"))
+    assert line.startswith(
+        "error: bundle/speecht5/model.safetensors: not a complete safetensors file (cut short"
+    )
+    assert "Export the bundle again" in line and "safetensors_rust" not in line
+    line = one_line_error(cli(tmp_path, "ckpt=random.ckpt", "src=x.wav", "device=cpu"))
+    assert (
+        line.startswith("error: ckpt=random.ckpt: not a complete PyTorch archive")
+        and "weights_only" not in line
+    )
+
+
 def test_temporaries_of_an_interrupted_run_are_removed(tiny_bundle, utterances, tmp_path):
     """A dead writer's hidden .tmp files go; a live writer's stay."""
     out = tmp_path / "out"

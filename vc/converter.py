@@ -322,13 +322,7 @@ class VoiceConverter:
     def _load_bundle(path: Path) -> _Parts:
         from vc.model.bundle import load_bundle
 
-        try:
-            bundle = load_bundle(path)
-        except MissingModelError as err:
-            raise ConfigError(
-                f"ckpt={path}: the bundle is incomplete or damaged (its {err.what} does not load: {err.__cause__}). "
-                "Export it again with `python -m vc.model.bundle CKPT OUT`."
-            ) from None
+        bundle = load_bundle(path)  # a damaged part is a ConfigError naming its file
         return _Parts(
             bundle.model,
             bundle.feature_extractor,
@@ -342,6 +336,7 @@ class VoiceConverter:
     def _load_lightning(path: Path) -> _Parts:
         """A Lightning checkpoint: the model from its weights, the other parts named in its hparams."""
         from vc.data.features import make_feature_extractor
+        from vc.model.bundle import damaged, first_line
         from vc.model.module import VCLitModule
 
         if not path.is_file():
@@ -353,12 +348,23 @@ class VoiceConverter:
             raise ConfigError(
                 f"ckpt={path}: a file that is not a Lightning .ckpt. Point ckpt at a bundle folder, a .ckpt or a hub id."
             )
+        other = (
+            "Pick another checkpoint (an earlier one in the same checkpoints/ folder, or last.ckpt) or the run's "
+            "exported bundle."
+        )
+        # checked before torch reads it: torch would unpickle a file that is no archive
+        problem = damaged(path)
+        if problem:
+            raise ConfigError(f"ckpt={path}: {problem}, so it is not a usable checkpoint. {other}")
         try:
             module = VCLitModule.load_from_checkpoint(str(path), map_location="cpu")
-        except (pickle.UnpicklingError, RuntimeError, KeyError, ValueError, EOFError, OSError) as err:
+        except Exception as err:
+            # torch's own text may advise weights_only=False: never for a file the user did not make
+            unsafe = isinstance(err, pickle.UnpicklingError)
+            reason = "it holds data torch refuses to unpickle" if unsafe else first_line(err)
             raise ConfigError(
-                f"ckpt={path}: not a readable VCLitModule checkpoint ({type(err).__name__}: {err}). "
-                "Use a .ckpt written by train.py, or its exported bundle."
+                f"ckpt={path}: not a readable VCLitModule checkpoint ({reason}). "
+                f"Use a .ckpt written by train.py. {other}"
             ) from None
         hp = module.hparams
         if hp.audio:
@@ -409,10 +415,26 @@ class VoiceConverter:
         """The :class:`vc.data.speakers.SpeakerEmbedder` (loads the speaker encoder on first use)."""
         if self._embedder is None:
             from vc.data.speakers import SpeakerEmbedder
+            from vc.model.bundle import first_line, is_bundle
 
             # SpeechBrain's x-vector front-end is not supported on MPS
             device = "cuda" if self.device.type == "cuda" else "cpu"
-            self._embedder = SpeakerEmbedder(self.speaker_encoder, device=device)
+            embedder = SpeakerEmbedder(self.speaker_encoder, device=device)
+            try:
+                _ = embedder.model  # loaded here, so that a damaged copy is named as such
+            except MissingModelError:
+                raise
+            except Exception as err:
+                bundle = Path(self.speaker_encoder).parent
+                fix = (
+                    f"Export the bundle {bundle} again (`python -m vc.model.bundle CKPT OUT`)."
+                    if is_bundle(bundle)
+                    else "Point speaker_encoder= at a complete copy."
+                )
+                raise ConfigError(
+                    f"{self.speaker_encoder}: the speaker encoder does not load ({first_line(err)}). {fix}"
+                ) from None
+            self._embedder = embedder
         return self._embedder
 
     def speaker_embedding(self, ref: AudioInput | list | None = None) -> np.ndarray:

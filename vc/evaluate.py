@@ -156,19 +156,19 @@ def training_overlap(
     "train_split"}``: training pairs make the scores optimistic (a warning); validation pairs only
     chose the checkpoint, so they bias the scores a little (logged).
     """
-    from vc.model.bundle import BUNDLE_FILE, is_bundle
+    from vc.model.bundle import is_bundle, read_settings
 
     path = Path(str(ckpt)).expanduser()
     if not is_bundle(path):
         return None
-    train_data = (OmegaConf.load(path / BUNDLE_FILE).get("train_config") or {}).get("data") or {}
+    train_data = (read_settings(path).get("train_config") or {}).get("data") or {}
     same_pair = (train_data.get("src_spk"), train_data.get("tgt_spk")) == (
         cfg.data.get("src_spk"),
         cfg.data.get("tgt_spk"),
     )
     if not train_data.get("split") or not same_pair:
         return None
-    train_split = OmegaConf.to_container(train_data["split"], resolve=True)
+    train_split = dict(train_data["split"])
     used = split_pairs(pairs, **train_split)
     trained, validated = {p.utt_id for p in used.train}, {p.utt_id for p in used.val}
     overlap = {
