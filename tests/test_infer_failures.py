@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import resource
 import shlex
 import shutil
@@ -25,7 +26,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from tests.conftest import REPO_ROOT, compose_config
-from vc.errors import AudioError, ConfigError
+from vc.errors import AudioError, ConfigError, VCError
 from vc.infer import run
 
 SR = 16_000
@@ -459,6 +460,36 @@ def test_cli_damaged_bundle_and_checkpoint_one_line_each(tiny_bundle, lightning_
         line.startswith("error: ckpt=random.ckpt: not a complete PyTorch archive")
         and "weights_only" not in line
     )
+
+
+# ------------------------------------------------------------------------- smaller things
+
+
+def test_a_cut_short_wav_warns_and_converts(tiny_bundle, utterances, tmp_path, caplog):
+    data = utterances[0].read_bytes()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(data[: len(data) // 2])
+    with caplog.at_level(logging.WARNING, logger="vc.audio"):
+        summary = run(config(ckpt=tiny_bundle, src=cut, out=tmp_path / "o.wav"))
+    assert summary["converted"] == 1
+    full = sf.info(str(utterances[0])).duration
+    assert re.search(
+        rf"cut\.wav: the file is shorter than its header says \(1\.\d\d s of {full:.2f} s\)", caplog.text
+    )
+
+
+def test_channels_that_cancel_are_said_to_cancel(tiny_bundle, utterances, tmp_path):
+    wav = sf.read(str(utterances[0]))[0]
+    sf.write(str(tmp_path / "inverted.wav"), np.stack([wav, -wav], axis=1), SR)
+    with pytest.raises(VCError, match=r"inverted\.wav: its 2 channels cancel out when mixed to mono"):
+        run(config(ckpt=tiny_bundle, src=tmp_path / "inverted.wav", out=tmp_path / "o.wav"))
+
+
+def test_no_real_time_factor_when_nothing_was_converted(tiny_bundle, tmp_path, caplog):
+    (tmp_path / "bad.wav").write_text("not audio")
+    with caplog.at_level(logging.INFO, logger="vc.infer"), pytest.raises(VCError):
+        run(config(ckpt=tiny_bundle, src=tmp_path / "bad.wav", out=tmp_path / "o.wav"))
+    assert "converted 0 files (0.0 s of audio) in " in caplog.text and "real-time factor n/a;" in caplog.text
 
 
 def test_temporaries_of_an_interrupted_run_are_removed(tiny_bundle, utterances, tmp_path):

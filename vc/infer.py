@@ -234,8 +234,8 @@ def load_converter(cfg: DictConfig) -> VoiceConverter:
 def run(cfg: DictConfig) -> dict:
     """Convert ``cfg.src`` to the voice of ``cfg.ref`` as ``conf/infer.yaml`` describes.
 
-    Returns ``{"converted", "skipped", "failed", "audio_seconds", "wall_seconds", "rtf", "outputs"}``.
-    Every setting is checked first
+    Returns ``{"converted", "skipped", "failed", "audio_seconds", "wall_seconds", "rtf", "outputs"}``
+    (``rtf`` None when nothing was converted). Every setting is checked first
     (:func:`vc.settings.check`). Raises :class:`VCError` (exit status 2 from the CLI) after
     converting all it can if any file failed, to read or to write; with ``mode=serve`` it runs
     :func:`vc.serve.run` instead.
@@ -257,7 +257,7 @@ def run(cfg: DictConfig) -> dict:
     _remove_stale_temporaries(jobs)
     todo = [job for job in jobs if cfg.overwrite or not job.out.exists()]
     summary = {"converted": 0, "skipped": len(jobs) - len(todo), "failed": 0, "audio_seconds": 0.0}
-    summary.update(wall_seconds=0.0, rtf=0.0, outputs=[])
+    summary.update(wall_seconds=0.0, rtf=None, outputs=[])
     if summary["skipped"]:
         log.info(
             "%d of %d outputs exist already and are skipped (overwrite=true converts them again)",
@@ -284,14 +284,15 @@ def run(cfg: DictConfig) -> dict:
                 failures += _convert_group(converter, group, speaker, OUT_SUBTYPES[cfg.out_format], summary)
                 bar.update(len(group))
         summary["wall_seconds"] = time.perf_counter() - start
-        summary["rtf"] = summary["wall_seconds"] / max(summary["audio_seconds"], 1e-9)
+        if summary["audio_seconds"] > 0:
+            summary["rtf"] = summary["wall_seconds"] / summary["audio_seconds"]
     summary["failed"] = len(failures)
     log.info(
-        "converted %d files (%.1f s of audio) in %.1f s, real-time factor %.3f; %d skipped; %d failed",
+        "converted %d files (%.1f s of audio) in %.1f s, real-time factor %s; %d skipped; %d failed",
         summary["converted"],
         summary["audio_seconds"],
         summary["wall_seconds"],
-        summary["rtf"],
+        "n/a" if summary["rtf"] is None else f"{summary['rtf']:.3f}",
         summary["skipped"],
         summary["failed"],
     )
