@@ -11,6 +11,8 @@ python infer.py --help                                                     # all
 import hydra
 from omegaconf import DictConfig
 
+from vc.cli import check_command_line
+
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="infer")
 def main(cfg: DictConfig):
@@ -21,4 +23,5 @@ def main(cfg: DictConfig):
 
 
 if __name__ == "__main__":
+    check_command_line()  # file names Hydra's grammar cannot take as typed: one line with the fix
     main()

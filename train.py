@@ -10,6 +10,8 @@ python train.py --help                           # config groups and options
 import hydra
 from omegaconf import DictConfig
 
+from vc.cli import check_command_line
+
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig):
@@ -20,4 +22,5 @@ def main(cfg: DictConfig):
 
 
 if __name__ == "__main__":
+    check_command_line()  # file names Hydra's grammar cannot take as typed: one line with the fix
     main()

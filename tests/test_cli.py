@@ -19,6 +19,10 @@ def test_help_lists_groups_and_examples(script):
     assert f"{script}: SpeechT5 any-to-any voice conversion" in proc.stdout
     assert "audio: speecht5" in proc.stdout and "paths: default" in proc.stdout
     assert "experiment=smoke" in proc.stdout and "--cfg job" in proc.stdout
+    assert (
+        """quote the value for Hydra\ninside the shell's quotes, e.g. 'src="take 1, final.wav"'"""
+        in proc.stdout
+    )
 
 
 def test_train_help_lists_every_group():

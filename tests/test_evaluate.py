@@ -308,9 +308,12 @@ def test_a_missing_ckpt_is_reported_before_the_corpus_is_downloaded(tmp_path):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("metrics.run=[mcd,pesq]", "metrics.run: unknown metric(s) pesq"),
+        (
+            "metrics.run=[mcd,pesq]",
+            "metrics.run=[mcd, pesq]: use a list of any of mcd, f0, secs, asr, dnsmos",
+        ),
         ("split=dev", "split=dev: use test, val or train"),
-        ("speaker=mean", "speaker=mean: use average, utterance, default"),
+        ("speaker=mean", "speaker=mean: use average, utterance or default"),
         ("ckpt=???", "ckpt is required"),
         ("ckpt=", "ckpt is required"),  # ckpt=$UNSET_VARIABLE in a shell
     ],

@@ -189,7 +189,7 @@ def test_references_from_a_folder_are_averaged(tiny_bundle, utterances, tmp_path
         ({"out_format": "mp3"}, ConfigError, "out_format=mp3: use pcm16 or float"),
         ({"ref": "MISSING"}, AudioError, r"ref=.*nowhere.wav: no such file or folder"),
         ({"threads": 0}, ConfigError, r"threads=0: use a whole number of 1 or more, or null"),
-        ({"quantize": "int4"}, ConfigError, r"quantize='int4': use auto, none or fp16"),
+        ({"quantize": "int4"}, ConfigError, r"quantize=int4: use auto, none or fp16"),
     ],
     ids=[
         "missing-ckpt",

@@ -8,9 +8,12 @@ torchaudio 2.9+ has no I/O of its own, so reading and writing go through soundfi
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
+import logging
 import os
+import re
 from pathlib import Path
 from typing import Union
 
@@ -19,11 +22,17 @@ import soundfile as sf
 import soxr
 
 from vc.errors import AudioError
+from vc.tempfiles import temp_path
+
+log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16_000
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au")
 # Below this peak a clip carries no usable signal (about -80 dBFS).
 SILENCE_PEAK = 1e-4
+# libsndfile's log line for a data chunk longer than the file: "data : 74560 (should be 37258)"
+# (SSND in AIFF)
+_CUT_SHORT = re.compile(r"^\s*(?:data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
 
 AudioInput = Union[str, os.PathLike, bytes, np.ndarray, "tuple[np.ndarray, int]"]
 
@@ -99,7 +108,7 @@ def load_audio(
         if path.stat().st_size == 0:
             raise AudioError(f"{label}: empty file (0 bytes). Re-export or re-record it.")
         try:
-            data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+            data, sr = _read(str(path), label)
         except Exception as err:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
             raise AudioError(
                 f"{label}: not a readable audio file ({err}). Use WAV, FLAC, OGG or MP3, "
@@ -109,7 +118,7 @@ def load_audio(
         if len(src) == 0:
             raise AudioError(f"{label}: empty audio (0 bytes).")
         try:
-            data, sr = sf.read(io.BytesIO(bytes(src)), dtype="float32", always_2d=True)
+            data, sr = _read(io.BytesIO(bytes(src)), label)
         except Exception as err:
             raise AudioError(
                 f"{label}: the bytes are not a readable audio file ({err}). Send WAV, FLAC, OGG or MP3."
@@ -119,10 +128,48 @@ def load_audio(
     else:
         data, sr = src, sample_rate
     from_file = isinstance(src, (str, os.PathLike, bytes, bytearray))
-    wav = resample(_to_mono(data, channels_first_ok=not from_file), int(sr), sample_rate)
+    mono = _to_mono(data, channels_first_ok=not from_file)
+    if check:
+        _check_mix(np.asarray(data), mono, label)
+    wav = resample(mono, int(sr), sample_rate)
     if check:
         check_audio(wav, label, sample_rate=sample_rate, min_seconds=min_seconds, max_seconds=max_seconds)
     return np.ascontiguousarray(wav, dtype=np.float32)
+
+
+def _read(source, label: str) -> tuple[np.ndarray, int]:
+    """(frames, channels) float32 samples and the rate of a file (path or file object); a file
+    whose data is cut short is read as far as it goes, with a warning."""
+    with sf.SoundFile(source) as f:
+        data = f.read(dtype="float32", always_2d=True)
+        sr, log_text = f.samplerate, f.extra_info
+    cut = _CUT_SHORT.search(log_text)
+    if cut:
+        declared, present = int(cut[1]), int(cut[2])
+        # a streamed WAV (ffmpeg to a pipe) declares 0 or 0xFFFFFFFF: no length to compare with
+        if 0 < present < declared < 0xFFFFFF00:
+            seconds = len(data) / sr
+            log.warning(
+                "%s: the file is shorter than its header says (%.2f s of %.2f s): it was cut short (an "
+                "interrupted copy, download or recording?). Using the %.2f s that are there.",
+                label,
+                seconds,
+                seconds * declared / present,
+                seconds,
+            )
+    return data, sr
+
+
+def _check_mix(data: np.ndarray, mono: np.ndarray, name: str) -> None:
+    """Raise :class:`AudioError` when channels with sound cancel out in the mono mix."""
+    if data.ndim != 2 or min(data.shape) < 2 or not np.all(np.isfinite(data)) or mono.size == 0:
+        return
+    if np.abs(mono).max() < SILENCE_PEAK <= np.abs(data).max():
+        raise AudioError(
+            f"{name}: its {min(data.shape)} channels cancel out when mixed to mono (one is the other with its "
+            "polarity inverted, a wiring or export fault), which leaves silence. Keep one channel, e.g. "
+            '`ffmpeg -i IN -af "pan=mono|c0=c0" OUT.wav`.'
+        )
 
 
 def check_audio(
@@ -157,18 +204,25 @@ def check_audio(
 def write_wav(
     path: str | os.PathLike, wav: np.ndarray, sample_rate: int = SAMPLE_RATE, subtype: str = "PCM_16"
 ) -> Path:
-    """Write mono float audio to a WAV file atomically (write to a temp name, then rename)."""
+    """Write mono float audio to a WAV file atomically: encoded in memory, written to a temporary
+    name, then renamed, so ``path`` is complete or untouched.
+
+    Raises :class:`OSError` (a full disk, a read-only folder, a file where a folder should be)
+    with no temporary file left behind.
+    """
     path = Path(path)
+    data = wav_bytes(wav, sample_rate, subtype)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    sf.write(
-        str(tmp),
-        np.clip(np.asarray(wav, dtype=np.float32), -1.0, 1.0),
-        sample_rate,
-        subtype=subtype,
-        format="WAV",
-    )
-    os.replace(tmp, path)
+    tmp = temp_path(path)
+    try:
+        # Python's own file writes, not libsndfile's: they raise OSError with the real reason
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

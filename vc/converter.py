@@ -40,6 +40,7 @@ from vc.data.speakers import l2_normalise
 from vc.errors import ConfigError, MissingModelError
 from vc.model.generate import generate
 from vc.model.quantize import half_weights, resolve_quantize
+from vc.settings import check_generation, check_value
 
 log = logging.getLogger(__name__)
 
@@ -233,10 +234,9 @@ class VoiceConverter:
         seed: int | None = 0,
         name: str = "the model",
     ):
-        if batch_size < 1:
-            raise ConfigError(f"batch_size={batch_size}: use 1 or more.")
-        if max_chunk_seconds < 1.0:
-            raise ConfigError(f"max_chunk_seconds={max_chunk_seconds}: use at least 1 s (10 s works well).")
+        check_value("batch_size", batch_size)
+        check_value("max_chunk_seconds", max_chunk_seconds)
+        check_value("crossfade_ms", crossfade_ms)
         self.device = torch.device(device)
         self.dtype = dtype
         self.model = model.to(self.device, dtype).eval()
@@ -332,13 +332,7 @@ class VoiceConverter:
     def _load_bundle(path: Path) -> _Parts:
         from vc.model.bundle import load_bundle
 
-        try:
-            bundle = load_bundle(path)
-        except MissingModelError as err:
-            raise ConfigError(
-                f"ckpt={path}: the bundle is incomplete or damaged (its {err.what} does not load: {err.__cause__}). "
-                "Export it again with `python -m vc.model.bundle CKPT OUT`."
-            ) from None
+        bundle = load_bundle(path)  # a damaged part is a ConfigError naming its file
         return _Parts(
             bundle.model,
             bundle.feature_extractor,
@@ -352,6 +346,7 @@ class VoiceConverter:
     def _load_lightning(path: Path) -> _Parts:
         """A Lightning checkpoint: the model from its weights, the other parts named in its hparams."""
         from vc.data.features import make_feature_extractor
+        from vc.model.bundle import damaged, first_line
         from vc.model.module import VCLitModule
 
         if not path.is_file():
@@ -363,12 +358,23 @@ class VoiceConverter:
             raise ConfigError(
                 f"ckpt={path}: a file that is not a Lightning .ckpt. Point ckpt at a bundle folder, a .ckpt or a hub id."
             )
+        other = (
+            "Pick another checkpoint (an earlier one in the same checkpoints/ folder, or last.ckpt) or the run's "
+            "exported bundle."
+        )
+        # checked before torch reads it: torch would unpickle a file that is no archive
+        problem = damaged(path)
+        if problem:
+            raise ConfigError(f"ckpt={path}: {problem}, so it is not a usable checkpoint. {other}")
         try:
             module = VCLitModule.load_from_checkpoint(str(path), map_location="cpu")
-        except (pickle.UnpicklingError, RuntimeError, KeyError, ValueError, EOFError, OSError) as err:
+        except Exception as err:
+            # torch's own text may advise weights_only=False: never for a file the user did not make
+            unsafe = isinstance(err, pickle.UnpicklingError)
+            reason = "it holds data torch refuses to unpickle" if unsafe else first_line(err)
             raise ConfigError(
-                f"ckpt={path}: not a readable VCLitModule checkpoint ({type(err).__name__}: {err}). "
-                "Use a .ckpt written by train.py, or its exported bundle."
+                f"ckpt={path}: not a readable VCLitModule checkpoint ({reason}). "
+                f"Use a .ckpt written by train.py. {other}"
             ) from None
         hp = module.hparams
         if hp.audio:
@@ -408,15 +414,9 @@ class VoiceConverter:
             raise ConfigError(
                 f"unknown generation setting(s) {', '.join(unknown)}: use {', '.join(DEFAULT_GENERATION)}."
             )
-        gen = {k: float(v) for k, v in {**base, **overrides}.items()}
-        if gen["minlenratio"] > gen["maxlenratio"]:
-            # generation would run to minlenratio, far past the length limit the user believes in
-            raise ConfigError(
-                f"generation minlenratio={gen['minlenratio']:g} is above maxlenratio={gen['maxlenratio']:g} "
-                f"(given: {', '.join(sorted(overrides)) or 'none'}; the rest are the model's own): "
-                "lower minlenratio or raise maxlenratio."
-            )
-        return gen
+        merged = {**base, **overrides}
+        check_generation(merged)
+        return {k: float(v) for k, v in merged.items()}
 
     # ----------------------------------------------------------------- speakers
 
@@ -425,10 +425,26 @@ class VoiceConverter:
         """The :class:`vc.data.speakers.SpeakerEmbedder` (loads the speaker encoder on first use)."""
         if self._embedder is None:
             from vc.data.speakers import SpeakerEmbedder
+            from vc.model.bundle import first_line, is_bundle
 
             # SpeechBrain's x-vector front-end is not supported on MPS
             device = "cuda" if self.device.type == "cuda" else "cpu"
-            self._embedder = SpeakerEmbedder(self.speaker_encoder, device=device)
+            embedder = SpeakerEmbedder(self.speaker_encoder, device=device)
+            try:
+                _ = embedder.model  # loaded here, so that a damaged copy is named as such
+            except MissingModelError:
+                raise
+            except Exception as err:
+                bundle = Path(self.speaker_encoder).parent
+                fix = (
+                    f"Export the bundle {bundle} again (`python -m vc.model.bundle CKPT OUT`)."
+                    if is_bundle(bundle)
+                    else "Point speaker_encoder= at a complete copy."
+                )
+                raise ConfigError(
+                    f"{self.speaker_encoder}: the speaker encoder does not load ({first_line(err)}). {fix}"
+                ) from None
+            self._embedder = embedder
         return self._embedder
 
     def speaker_embedding(self, ref: AudioInput | list | None = None) -> np.ndarray:

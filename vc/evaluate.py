@@ -50,13 +50,12 @@ from vc.data.corpus import Pair
 from vc.data.splits import split_pairs
 from vc.errors import AudioError, ConfigError, DataError
 from vc.infer import load_converter
+from vc.settings import METRIC_GROUPS, check
 
 log = logging.getLogger(__name__)
 
-GROUPS = ("mcd", "f0", "secs", "asr", "dnsmos")
 SYSTEMS = ("source", "converted", "target")
 SYSTEM_LABELS = {"source": "source (floor)", "converted": "converted", "target": "target (ceiling)"}
-SPEAKER_MODES = ("average", "utterance", "default")
 # CSV metric columns, each with the metrics.run entry that computes it
 COLUMNS = {
     "mcd": "mcd",
@@ -111,23 +110,15 @@ class Utterance:
 
 
 def _groups(cfg: DictConfig) -> tuple[str, ...]:
-    """The settings checked before any work -> the metric groups of ``metrics.run``, in :data:`GROUPS` order."""
+    """The settings checked before any work (:func:`vc.settings.check`) -> the metric groups of
+    ``metrics.run``, in :data:`~vc.settings.METRIC_GROUPS` order."""
     if OmegaConf.is_missing(cfg, "ckpt") or not str(cfg.ckpt or "").strip():  # ckpt=$UNSET_VARIABLE
         raise ConfigError(
             "ckpt is required: the model to evaluate, as a bundle folder (train.py writes "
             "outputs/train/runs/<time>/bundle), a Lightning .ckpt or a hub id, e.g. ckpt=path/to/bundle."
         )
-    run = [str(g) for g in cfg.metrics.run]
-    unknown = sorted(set(run) - set(GROUPS))
-    if unknown:
-        raise ConfigError(
-            f"metrics.run: unknown metric(s) {', '.join(unknown)}; use any of {', '.join(GROUPS)}."
-        )
-    if cfg.split not in ("train", "val", "test"):
-        raise ConfigError(f"split={cfg.split}: use test, val or train (the parts of data.split).")
-    if cfg.speaker not in SPEAKER_MODES:
-        raise ConfigError(f"speaker={cfg.speaker}: use {', '.join(SPEAKER_MODES)}.")
-    return tuple(g for g in GROUPS if g in run)
+    check(cfg, "eval")
+    return tuple(g for g in METRIC_GROUPS if g in cfg.metrics.run)
 
 
 def _systems(cfg: DictConfig) -> list[str]:
@@ -176,19 +167,19 @@ def training_overlap(
     "train_split"}``: training pairs make the scores optimistic (a warning); validation pairs only
     chose the checkpoint, so they bias the scores a little (logged).
     """
-    from vc.model.bundle import BUNDLE_FILE, is_bundle
+    from vc.model.bundle import is_bundle, read_settings
 
     path = Path(str(ckpt)).expanduser()
     if not is_bundle(path):
         return None
-    train_data = (OmegaConf.load(path / BUNDLE_FILE).get("train_config") or {}).get("data") or {}
+    train_data = (read_settings(path).get("train_config") or {}).get("data") or {}
     same_pair = (train_data.get("src_spk"), train_data.get("tgt_spk")) == (
         cfg.data.get("src_spk"),
         cfg.data.get("tgt_spk"),
     )
     if not train_data.get("split") or not same_pair:
         return None
-    train_split = OmegaConf.to_container(train_data["split"], resolve=True)
+    train_split = dict(train_data["split"])
     used = split_pairs(pairs, **train_split)
     trained, validated = {p.utt_id for p in used.train}, {p.utt_id for p in used.val}
     overlap = {

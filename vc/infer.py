@@ -6,28 +6,35 @@
     python infer.py ckpt=BUNDLE mode=serve                                      # the local endpoint
     python infer.py ckpt=BUNDLE mode=demo                                       # the web demo (Gradio)
 
-A bad file is reported and skipped; the others are still converted, and the run ends with an
-error listing the bad ones (exit status 2).
+A bad file, or an output that cannot be written, is reported and skipped; the others are still
+converted, and the run ends with an error listing the failures (exit status 2). Outputs never
+replace inputs, and earlier outputs below src are never taken as sources.
 """
 
 from __future__ import annotations
 
+import errno
 import glob
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from omegaconf import DictConfig, ListConfig
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from vc.audio import AUDIO_EXTENSIONS, find_audio_files, write_wav
 from vc.cli import threads_setting
-from vc.converter import VoiceConverter
 from vc.errors import AudioError, ConfigError, VCError
+from vc.settings import check
+from vc.tempfiles import remove_stale
+
+if TYPE_CHECKING:
+    from vc.converter import VoiceConverter
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +57,9 @@ def expand(spec: str, key: str) -> tuple[list[Path], Path | None]:
     ``files`` are sorted audio files (by extension; a single named file is taken as it is);
     ``base`` is the folder the tree is mirrored from, None for a single file.
     """
-    if glob.has_magic(spec):
+    path = Path(spec).expanduser()
+    # a name with [ ] * ? that exists is that file or folder, not a pattern
+    if glob.has_magic(spec) and not path.exists():
         parts = Path(spec).parts
         fixed = next(i for i, part in enumerate(parts) if glob.has_magic(part))
         matched = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
@@ -61,7 +70,6 @@ def expand(spec: str, key: str) -> tuple[list[Path], Path | None]:
                 f"{', '.join(AUDIO_EXTENSIONS)}; quote the pattern so the shell does not expand it."
             )
         return files, Path(*parts[:fixed])
-    path = Path(spec).expanduser()
     if path.is_dir():
         files = find_audio_files(path)
         if not files:
@@ -78,16 +86,36 @@ def expand(spec: str, key: str) -> tuple[list[Path], Path | None]:
     )
 
 
-def plan(src: str, out: str | None, default_out: Path | None) -> list[Job]:
-    """Pair every source file with its output path.
+def plan(
+    src: str,
+    out: str | None,
+    default_out: Path | None,
+    *,
+    protected: Sequence[Path] = (),
+    outputs_root: Path | None = None,
+) -> list[Job]:
+    """Pair every source file with its output path; refuse an output that would replace an input.
 
     A single file goes to ``out`` if that ends in .wav, else into the folder ``out`` (default
     ``default_out``) as ``<stem>.wav``. A folder or glob mirrors its tree under the folder ``out``;
-    ``a.flac`` and ``a.wav`` side by side become ``a.wav`` and ``a.flac.wav``.
+    ``a.flac`` and ``a.wav`` side by side become ``a.wav`` and ``a.flac.wav``. Files below ``out``
+    or ``outputs_root`` (the tool's outputs/ folder) are outputs, never sources. A :class:`ConfigError`,
+    before any model loads, when an output would be a source, one of ``protected`` (the references)
+    or an existing file that is not a folder.
     """
     files, base = expand(src, "src")
     root = Path(out).expanduser() if out is not None else default_out
     if base is None:
+        if _same_file(root, files[0]):
+            raise ConfigError(
+                f"out={out} is the source file itself: the source is never overwritten. Write to another file, "
+                f"e.g. out={files[0].with_name(files[0].stem + '_converted.wav')}."
+            )
+        if root.suffix.lower() != ".wav" and root.is_file():
+            raise ConfigError(
+                f"out={out} is an existing file that is not a .wav, so it cannot be the output folder. Give a .wav "
+                "file name or a folder."
+            )
         target = root if root.suffix.lower() == ".wav" else root / f"{files[0].stem}.wav"
         jobs = [Job(files[0], target)]
     else:
@@ -95,6 +123,12 @@ def plan(src: str, out: str | None, default_out: Path | None) -> list[Job]:
             raise ConfigError(
                 f"out={out} is a file name, but src={src} holds {len(files)} files: give a folder (the tree is mirrored)."
             )
+        if _abs(root) == _abs(base) or _same_file(root, base):
+            raise ConfigError(
+                f"out={out} is the src folder: outputs would mix with the sources and be taken as sources on the "
+                f"next run. Write to another folder, e.g. out={base / 'converted'}."
+            )
+        files = _leave_out_outputs(files, base, [root, outputs_root])
         jobs, taken = [], set()
         for file in files:
             rel = file.relative_to(base)
@@ -103,12 +137,58 @@ def plan(src: str, out: str | None, default_out: Path | None) -> list[Job]:
                 target = root / rel.with_name(rel.name + ".wav")
             taken.add(target)
             jobs.append(Job(file, target))
+    inputs = {_identity(p): (key, p) for key, paths in (("ref", protected), ("src", files)) for p in paths}
     for job in jobs:
-        if job.out.resolve() == job.src.resolve():
+        if job.out.is_file() and _identity(job.out) in inputs:
+            key, path = inputs[_identity(job.out)]
             raise ConfigError(
-                f"out={out} would overwrite the source {job.src}: write to another file or folder."
+                f"out={out}: the output {job.out} would replace the {key} file {path}; inputs are never "
+                "overwritten. Write to another folder with out=."
             )
     return jobs
+
+
+def _identity(path: Path):
+    """What makes two names one file: device and inode (hard links, case-insensitive file systems)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return str(_abs(path))
+    return (st.st_dev, st.st_ino)
+
+
+def _abs(path: Path) -> Path:
+    """Absolute, with ``..`` folded but links kept (a linked file is where its link is)."""
+    return Path(os.path.abspath(path))
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    return a.exists() and b.exists() and _identity(a) == _identity(b)
+
+
+def _leave_out_outputs(files: list[Path], base: Path, roots: list[Path | None]) -> list[Path]:
+    """``files`` without those below an output folder that lies inside ``base`` (earlier outputs;
+    with ``src`` pointed at the output folder itself, its files are the sources)."""
+    inside = [
+        _abs(r)
+        for r in roots
+        if r is not None and _abs(r).is_relative_to(_abs(base)) and _abs(r) != _abs(base)
+    ]
+    if not inside:
+        return files
+    kept = [f for f in files if not any(_abs(f).is_relative_to(r) for r in inside)]
+    if len(kept) < len(files):
+        log.info(
+            "left out %d file(s) below %s: outputs are never taken as sources",
+            len(files) - len(kept),
+            " and ".join(str(r) for r in inside),
+        )
+    if not kept:
+        raise AudioError(
+            f"src={base}: its only audio files are outputs (below {' or '.join(str(r) for r in inside)}). Point src "
+            "at the recordings to convert."
+        )
+    return kept
 
 
 def references(ref) -> list[Path] | None:
@@ -124,6 +204,11 @@ def load_converter(cfg: DictConfig) -> VoiceConverter:
     """The :class:`VoiceConverter` the config describes (building the tiny models first if asked).
 
     ``threads`` (if set) is torch's CPU thread count for the whole process."""
+    # torch and the model code load here, after the settings and the files are checked
+    import torch
+
+    from vc.converter import VoiceConverter
+
     threads = threads_setting(cfg.get("threads"))
     if threads is not None:
         torch.set_num_threads(threads)
@@ -150,29 +235,34 @@ def load_converter(cfg: DictConfig) -> VoiceConverter:
 def run(cfg: DictConfig) -> dict:
     """Convert ``cfg.src`` to the voice of ``cfg.ref`` as ``conf/infer.yaml`` describes.
 
-    Returns ``{"converted", "skipped", "failed", "audio_seconds", "wall_seconds", "rtf", "outputs"}``.
-    Raises :class:`VCError` (exit status 2 from the CLI) after converting all it can if any file
-    failed; with ``mode=serve`` it runs :func:`vc.serve.run` instead, with ``mode=demo``
-    :func:`vc.demo.run`.
+    Returns ``{"converted", "skipped", "failed", "audio_seconds", "wall_seconds", "rtf", "outputs"}``
+    (``rtf`` None when nothing was converted). Every setting is checked first
+    (:func:`vc.settings.check`). Raises :class:`VCError` (exit status 2 from the CLI) after
+    converting all it can if any file failed, to read or to write; with ``mode=serve`` it runs
+    :func:`vc.serve.run` instead, with ``mode=demo`` :func:`vc.demo.run`.
     """
-    mode = cfg.get("mode", "convert")
-    if mode == "serve":
+    check(cfg, "infer")
+    if cfg.mode == "serve":
         from vc.serve import run as serve
 
         return serve(cfg)
-    if mode == "demo":
+    if cfg.mode == "demo":
         from vc.demo import run as demo
 
         return demo(cfg)
-    if mode != "convert":
-        raise ConfigError(f"mode={mode}: use convert, serve or demo.")
-    if cfg.out_format not in OUT_SUBTYPES:
-        raise ConfigError(f"out_format={cfg.out_format}: use {' or '.join(OUT_SUBTYPES)}.")
     default_out = None if cfg.out is not None else Path(cfg.paths.output_dir) / "converted"
-    jobs = plan(str(cfg.src), cfg.out, default_out)
+    refs = references(cfg.ref)
+    jobs = plan(
+        str(cfg.src),
+        None if cfg.out is None else str(cfg.out),
+        default_out,
+        protected=refs or [],
+        outputs_root=Path(cfg.paths.log_dir),
+    )
+    _remove_stale_temporaries(jobs)
     todo = [job for job in jobs if cfg.overwrite or not job.out.exists()]
     summary = {"converted": 0, "skipped": len(jobs) - len(todo), "failed": 0, "audio_seconds": 0.0}
-    summary.update(wall_seconds=0.0, rtf=0.0, outputs=[])
+    summary.update(wall_seconds=0.0, rtf=None, outputs=[])
     if summary["skipped"]:
         log.info(
             "%d of %d outputs exist already and are skipped (overwrite=true converts them again)",
@@ -183,7 +273,7 @@ def run(cfg: DictConfig) -> dict:
     if todo:
         converter = load_converter(cfg)
         # one x-vector for all files, computed up front: a bad reference fails once, before any work
-        speaker = converter.speaker_embedding(references(cfg.ref))
+        speaker = converter.speaker_embedding(refs)
         log.info(
             "converting %d file(s) into %s",
             len(todo),
@@ -199,14 +289,15 @@ def run(cfg: DictConfig) -> dict:
                 failures += _convert_group(converter, group, speaker, OUT_SUBTYPES[cfg.out_format], summary)
                 bar.update(len(group))
         summary["wall_seconds"] = time.perf_counter() - start
-        summary["rtf"] = summary["wall_seconds"] / max(summary["audio_seconds"], 1e-9)
+        if summary["audio_seconds"] > 0:
+            summary["rtf"] = summary["wall_seconds"] / summary["audio_seconds"]
     summary["failed"] = len(failures)
     log.info(
-        "converted %d files (%.1f s of audio) in %.1f s, real-time factor %.3f; %d skipped; %d failed",
+        "converted %d files (%.1f s of audio) in %.1f s, real-time factor %s; %d skipped; %d failed",
         summary["converted"],
         summary["audio_seconds"],
         summary["wall_seconds"],
-        summary["rtf"],
+        "n/a" if summary["rtf"] is None else f"{summary['rtf']:.3f}",
         summary["skipped"],
         summary["failed"],
     )
@@ -222,6 +313,13 @@ def run(cfg: DictConfig) -> dict:
             f"{len(failures)} of {len(jobs)} file(s) failed: " + "; ".join(failures[:QUOTED_FAILURES]) + more
         )
     return summary
+
+
+def _remove_stale_temporaries(jobs: list[Job]) -> None:
+    """Delete the half-written outputs an interrupted run left (hidden ``.<name>.<pid>.tmp`` files)."""
+    removed = [p for folder in sorted({j.out.parent for j in jobs}) for p in remove_stale(folder)]
+    if removed:
+        log.info("removed %d temporary file(s) an interrupted run left, e.g. %s", len(removed), removed[0])
 
 
 def _convert_group(
@@ -244,9 +342,7 @@ def _convert_group(
         try:
             write_wav(job.out, result.wav, result.sample_rate, subtype=subtype)
         except OSError as err:
-            reason = (
-                f"{job.out}: cannot write the output ({err}). Check that the folder is writable, or set out=."
-            )
+            reason = f"{job.out}: cannot write the output: {_write_problem(err, job.out)}"
             log.error("%s", reason)
             failures.append(reason)
             continue
@@ -254,3 +350,22 @@ def _convert_group(
         summary["audio_seconds"] += result.meta["src_seconds"]
         summary["outputs"].append(str(job.out))
     return failures
+
+
+def _write_problem(err: OSError, out: Path) -> str:
+    """Why an output could not be written, and what to do, from the :class:`OSError`."""
+    reason = err.strerror or str(err)
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{reason}. Free some space, or write elsewhere with out=."
+    if err.errno == errno.EFBIG:
+        return f"{reason} (a file size limit of this file system or process). Write elsewhere with out=."
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{reason}: the folder {out.parent} is not writable. Write elsewhere with out=."
+    if err.errno in (errno.EEXIST, errno.ENOTDIR):
+        blocker = next((p for p in out.parents if p.is_file()), out.parent)
+        return (
+            f"{reason}: {blocker} is a file where a folder is needed. Move it, or write elsewhere with out=."
+        )
+    if err.errno == errno.EISDIR:
+        return f"{reason}: {out} is a folder. Move it, or write elsewhere with out=."
+    return f"{reason}. Write elsewhere with out=."

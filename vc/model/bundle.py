@@ -14,9 +14,11 @@ Turn a Lightning checkpoint into a bundle with ``python -m vc.model.bundle CKPT 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +27,12 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from vc.errors import ConfigError, MissingModelError
+from vc.tempfiles import remove_stale, temp_path
 
 BUNDLE_FILE = "vc.yaml"
+# PyTorch archives up to this size get their checksums read when checked for damage (the
+# speaker encoder's few MB); larger ones only their zip directory
+SMALL_ARCHIVE_BYTES = 64 << 20
 
 
 def is_bundle(path: str | os.PathLike) -> bool:
@@ -60,16 +66,31 @@ def export_bundle(
     """Write a bundle for a trained :class:`~vc.model.module.VCLitModule` into ``out_dir``.
 
     The folder is built under a temporary name and renamed, so a bundle is complete or absent.
-    Returns the bundle path.
+    Returns the bundle path. A temporary folder an interrupted export left is removed.
     """
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(out.parent, out.name)  # what an export killed midway left
+    tmp = temp_path(out)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        _write_bundle(module, tmp, speaker_source, default_speaker, src_spk, tgt_spk, train_config)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _write_bundle(module, tmp: Path, speaker_source, default_speaker, src_spk, tgt_spk, train_config) -> None:
+    """The bundle's files, into the folder ``tmp``."""
     from vc.data.features import make_feature_extractor
     from vc.model.pretrained import load_vocoder
 
     hp = module.hparams
-    out = Path(out_dir)
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     module.model.config.use_cache = True  # generation wants the cache back on
     module.model.save_pretrained(tmp / "speecht5")
     make_feature_extractor(hp.audio).save_pretrained(tmp / "speecht5")
@@ -88,10 +109,6 @@ def export_bundle(
         "train_config": dict(train_config) if train_config else None,
     }
     OmegaConf.save(OmegaConf.create(settings), tmp / BUNDLE_FILE)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return out
 
 
 @dataclass
@@ -108,25 +125,120 @@ class Bundle:
 
 
 def load_bundle(path: str | os.PathLike) -> Bundle:
-    """Load every part of a bundle folder offline."""
+    """Load every part of a bundle folder offline.
+
+    A part that does not load (a file cut short or overwritten, a damaged config) is a
+    :class:`ConfigError` that names the file and says to export the bundle again.
+    """
     from vc.model.pretrained import load_feature_extractor, load_speecht5, load_vocoder
 
+    path = Path(path)
+    settings = read_settings(path)
+    speaker_dir = path / "speaker_encoder"
+    # the speaker encoder loads on first use: find a damaged file now, before any work
+    _check_files(path, speaker_dir, "speaker encoder")
+    default = path / "default_speaker.npy"
+    return Bundle(
+        model=_load_part(path, "speecht5", "SpeechT5 model", load_speecht5),
+        feature_extractor=_load_part(path, "speecht5", "feature extractor", load_feature_extractor),
+        vocoder=_load_part(path, "vocoder", "HiFiGAN vocoder", load_vocoder),
+        speaker_encoder_dir=speaker_dir,
+        default_speaker=_load_part(path, default.name, "default speaker", np.load)
+        if default.exists()
+        else None,
+        settings=settings,
+        path=path,
+    )
+
+
+def read_settings(path: str | os.PathLike) -> dict:
+    """The bundle's ``vc.yaml`` as a dict; a :class:`ConfigError` if ``path`` is no bundle or the
+    file is damaged."""
     path = Path(path)
     if not is_bundle(path):
         raise ConfigError(
             f"{path}: not a bundle folder (no {BUNDLE_FILE}). Export one with `python -m vc.model.bundle CKPT OUT`."
         )
-    settings = OmegaConf.to_container(OmegaConf.load(path / BUNDLE_FILE), resolve=True)
-    default = path / "default_speaker.npy"
-    return Bundle(
-        model=load_speecht5(str(path / "speecht5")),
-        feature_extractor=load_feature_extractor(str(path / "speecht5")),
-        vocoder=load_vocoder(str(path / "vocoder")),
-        speaker_encoder_dir=path / "speaker_encoder",
-        default_speaker=np.load(default) if default.exists() else None,
-        settings=settings,
-        path=path,
+    try:
+        settings = OmegaConf.to_container(OmegaConf.load(path / BUNDLE_FILE), resolve=True)
+    except Exception as err:  # yaml's and OmegaConf's parse errors
+        settings = f"not valid YAML ({first_line(err)})"
+    if not isinstance(settings, dict):
+        problem = settings if isinstance(settings, str) else "not the bundle's settings"
+        raise ConfigError(f"{path / BUNDLE_FILE}: {problem}. {_reexport(path)}")
+    return settings
+
+
+def damaged(file: Path) -> str | None:
+    """Why a model file cannot be read (empty, cut short, overwritten), or None if it looks whole.
+
+    Reads headers and sizes (and a small archive's checksums), not the whole model: a
+    safetensors header that does not cover the file, a JSON that does not parse, a PyTorch
+    archive (.ckpt .bin .pt) without its zip directory or with a bad checksum, an .npy that does
+    not load."""
+    if file.suffix not in (".safetensors", ".json", ".ckpt", ".bin", ".pt", ".pth", ".npy"):
+        return None  # markers, label lists, HyperPyYAML: their loaders' errors say enough
+    try:
+        if file.stat().st_size == 0:
+            return "empty (0 bytes)"
+        if file.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(file), "pt"):
+                pass
+        elif file.suffix == ".json":
+            json.loads(file.read_text(encoding="utf-8"))
+        elif file.suffix in (".ckpt", ".bin", ".pt", ".pth"):
+            if not zipfile.is_zipfile(file):
+                return "not a complete PyTorch archive (cut short or overwritten)"
+            if file.stat().st_size <= SMALL_ARCHIVE_BYTES:
+                with zipfile.ZipFile(file) as archive:
+                    if archive.testzip() is not None:
+                        return "a PyTorch archive with damaged contents"
+        elif file.suffix == ".npy":
+            np.load(file)
+    except json.JSONDecodeError as err:
+        return f"not valid JSON ({err.msg}, line {err.lineno}): cut short or edited"
+    except Exception:  # safetensors' and numpy's parse errors: their text says no more than this
+        kind = {".safetensors": "safetensors file", ".npy": ".npy array"}.get(file.suffix, "file")
+        return f"not a complete {kind} (cut short or overwritten)"
+    return None
+
+
+def _load_part(bundle: Path, name: str, what: str, load):
+    """``load(bundle / name)``; any failure is a :class:`ConfigError` naming the damaged file."""
+    try:
+        return load(str(bundle / name))
+    except Exception as err:
+        _check_files(bundle, bundle / name, what)
+        # a MissingModelError's own text is hub advice; what matters here is what is missing
+        cause = err.__cause__ if isinstance(err, MissingModelError) and err.__cause__ else err
+        raise ConfigError(
+            f"{bundle / name}: the bundle's {what} does not load ({first_line(cause)}). {_reexport(bundle)}"
+        ) from None
+
+
+def _check_files(bundle: Path, part: Path, what: str) -> None:
+    if not part.exists():
+        raise ConfigError(f"{part}: missing, so the bundle has no {what}. {_reexport(bundle)}")
+    files = sorted(p for p in part.rglob("*") if p.is_file()) if part.is_dir() else [part]
+    for file in files:
+        problem = damaged(file)
+        if problem:
+            raise ConfigError(f"{file}: {problem}; the bundle's {what} cannot load. {_reexport(bundle)}")
+
+
+def _reexport(bundle: Path) -> str:
+    return (
+        f"Export the bundle again from its training run: `python -m vc.model.bundle "
+        f"outputs/train/runs/<time>/checkpoints/last.ckpt {bundle}` (or copy it again if it was copied)."
     )
+
+
+def first_line(err: BaseException) -> str:
+    """``Type: first line of the message`` (cut at 160 characters), for one-line errors."""
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:160]}" if text else type(err).__name__
 
 
 def checkpoint_to_bundle(ckpt: str | os.PathLike, out_dir: str | os.PathLike, **kwargs) -> Path:
