@@ -458,14 +458,18 @@ def test_eval_scores_held_out_recordings_against_their_sources(voice, voice_bund
     from vc.model.bundle import BUNDLE_FILE
 
     run_dir = tmp_path / "eval"
+    others = tmp_path / "others"
+    for k, wav in enumerate(sorted((voice.root / "pool" / "sya").rglob("*.wav"))[:2]):
+        write_wav(others / "sya" / f"{k}.wav", load_audio(wav))
     args = [
         f"ckpt={voice_bundle}",
         *voice_eval_overrides(voice),
         f"vocoder={loud_vocoder}",
         "generation.threshold=3",
         "generation.maxlenratio=1.0",
-        "metrics.run=[mcd,f0]",
+        "metrics.run=[mcd,f0,secs]",
         "max_utterances=2",
+        f"eval.sources={others}",
         f"hydra.run.dir={run_dir}",
     ]
     proc = subprocess.run(
@@ -484,10 +488,16 @@ def test_eval_scores_held_out_recordings_against_their_sources(voice, voice_bund
     systems = ("source", "pretrained", "converted", "target")
     ids = {f"{u.utt_id}~{kind}0" for u in held for kind in ("cv", "pt")}
     # both kinds of source of each held-out utterance, each as four systems (no conversion was dropped here)
-    assert {(r["utt_id"], r["system"]) for r in rows} == {(i, s) for i in ids for s in systems}
-    assert {r["pair"] for r in rows} == {"convert->recordings", "perturb->recordings"}
+    # and other speakers' recordings (eval.sources), with no reference to be the target
+    other_ids = {"other-sya__0", "other-sya__1"}
+    expected = {(i, s) for i in ids for s in systems} | {(i, s) for i in other_ids for s in systems[:3]}
+    assert {(r["utt_id"], r["system"]) for r in rows} == expected
+    assert {r["pair"] for r in rows} == {"convert->recordings", "perturb->recordings", "other->recordings"}
     for r in rows:
-        if r["system"] == "target":  # the original against itself
+        assert math.isfinite(float(r["secs"])), r
+        if r["pair"] == "other->recordings":  # no recording of the same words: no MCD
+            assert r["mcd"] == "nan" and r["mcd_reason"].startswith("n/a: another speaker's recording")
+        elif r["system"] == "target":  # the original against itself
             assert r["mcd"] == "nan" and r["mcd_reason"].startswith("n/a")
         else:
             assert math.isfinite(float(r["mcd"])) and float(r["mcd"]) > 0, r
@@ -498,13 +508,14 @@ def test_eval_scores_held_out_recordings_against_their_sources(voice, voice_bund
         # equal up to the 16-bit WAV's rounding
         assert np.allclose(written, dm.perturbed(wav, f"{u.utt_id}~pt0"), atol=2**-15, rtol=0)
         for system in ("converted", "pretrained"):
-            for kind in ("cv", "pt"):
-                assert load_audio(run_dir / system / f"{u.utt_id}~{kind}0.wav").size > 0
+            for name in (f"{u.utt_id}~cv0", f"{u.utt_id}~pt0", *other_ids):
+                assert load_audio(run_dir / system / f"{name}.wav").size > 0
     summary = json.loads((run_dir / "summary.json").read_text())
     trained = OmegaConf.load(voice_bundle / BUNDLE_FILE).train_config
     assert summary["pretrained"] == trained.model.pretrained
     assert summary["data"]["train_overlap"] == {"train": 0, "scored": 2}
     assert summary["data"]["sources"] == {"convert": 2, "perturb": 2}
+    assert summary["data"]["other_sources"] == 2
     assert set(summary["results"]["convert->recordings"]) == set(systems)
     table = (run_dir / "table.md").read_text()
     assert "| perturb->recordings | pretrained (no fine-tune) |" in table

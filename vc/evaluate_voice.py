@@ -18,6 +18,10 @@ source is converted back into the voice and scored against its original as
 
 CER/WER: against the utterance's text when the corpus has it, else against the ASR transcript of
 the original recording (the ceiling's CER/WER is then n/a: it would be 0 by construction).
+
+``eval.sources=FOLDER``: other speakers' real recordings (each file one source, ``other-><speaker>``
+rows) are converted too. They have no reference: no MCD or F0; SECS against a held-out original of
+the speaker, CER/WER against the ASR transcript of the source recording, DNSMOS.
 The outputs are :mod:`vc.evaluate`'s, plus ``sources/<pair id>.wav`` (the perturbed sources).
 """
 
@@ -33,7 +37,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vc import evaluate as E
 from vc import metrics as M
-from vc.audio import SAMPLE_RATE, load_audio, write_wav
+from vc.audio import SAMPLE_RATE, find_audio_files, load_audio, write_wav
 from vc.data.corpus import Pair
 from vc.errors import AudioError, ConfigError, DataError
 from vc.infer import load_converter
@@ -41,6 +45,9 @@ from vc.infer import load_converter
 log = logging.getLogger(__name__)
 
 OWN_TRANSCRIPT = "n/a: the reference text is this recording's own ASR transcript"
+NO_REFERENCE = (
+    "n/a: another speaker's recording (eval.sources) has no recording of the same words to compare with"
+)
 
 
 def _training_config(ckpt: str) -> dict:
@@ -105,24 +112,55 @@ def _source_files(dm, pairs: list[Pair], out: Path) -> list[Pair]:
     return made
 
 
-def _transcribe_originals(utts: list[E.Utterance], scorers: E.Scorers) -> set[str]:
-    """Utterances without text get the ASR transcript of their original as text -> their ids."""
+def _transcribe(utts: list[E.Utterance], scorers: E.Scorers, side: str = "tgt") -> set[str]:
+    """Utterances without text get the ASR transcript of their ``side`` (``tgt``: the original,
+    ``src``: the source) as text -> their ids."""
     transcripts: dict[Path, str] = {}
     filled = set()
     for utt in utts:
         if utt.pair.text.strip():
             continue
-        if utt.pair.tgt_path not in transcripts:
+        path = getattr(utt.pair, f"{side}_path")
+        if path not in transcripts:
             try:
-                transcripts[utt.pair.tgt_path] = scorers.asr.transcribe(utt.tgt)
+                transcripts[path] = scorers.asr.transcribe(getattr(utt, side))
             except AudioError as err:
-                log.warning("%s: no transcript of the original: %s", utt.pair.utt_id, err)
-                transcripts[utt.pair.tgt_path] = ""
-        text = transcripts[utt.pair.tgt_path]
+                log.warning("%s: no transcript of %s: %s", utt.pair.utt_id, path, err)
+                transcripts[path] = ""
+        text = transcripts[path]
         if text.strip():
             utt.pair = dataclasses.replace(utt.pair, text=text)
             filled.add(utt.pair.utt_id)
     return filled
+
+
+def _other_sources(cfg: DictConfig, held: list[E.Utterance], speaker: str) -> list[E.Utterance]:
+    """``eval.sources``' audio files (recursive) as utterances labelled ``other-><speaker>``; each
+    file's ``tgt`` is a held-out original of the speaker (cyclic), the reference of its SECS."""
+    from vc.data.voice import _id_of
+
+    folder = cfg.eval.get("sources")
+    if not folder:
+        return []
+    root = Path(str(folder)).expanduser()
+    files = find_audio_files(root) if root.exists() else []
+    if not files:
+        raise DataError(
+            f"eval.sources={folder}: no audio files there ({'no such folder' if not root.exists() else 'none found'}). "
+            "Point it at a folder of other speakers' recordings, or leave it out."
+        )
+    out = []
+    for k, path in enumerate(files):
+        ref = held[k % len(held)]
+        name = _id_of(path.relative_to(root).as_posix()) if root.is_dir() else _id_of(path.name)
+        try:
+            src = load_audio(path, SAMPLE_RATE, min_seconds=M.MIN_SECONDS)
+        except AudioError as err:
+            log.error("eval.sources: %s left out: %s", path, err)
+            continue
+        pair = Pair(f"other-{name}", path, ref.pair.tgt_path, "", speaker, "other")
+        out.append(E.Utterance(pair, f"other->{speaker}", src, ref.tgt))
+    return out
 
 
 def run(cfg: DictConfig, groups: tuple[str, ...]) -> dict:
@@ -169,9 +207,11 @@ def run(cfg: DictConfig, groups: tuple[str, ...]) -> dict:
         raise DataError(
             f"None of the {len(chosen)} {cfg.split} source versions could be read (listed above)."
         )
+    others = _other_sources(cfg, utts, speaker)
+    labels.update({u.pair.utt_id: u.label for u in others})
 
     systems = E._systems(cfg, ("source", "pretrained", "target") if want_pretrained else ("source", "target"))
-    conversion = {"converted": E.convert(cfg, converter, utts, train, out / "converted")}
+    conversion = {"converted": E.convert(cfg, converter, utts + others, train, out / "converted")}
     if want_pretrained:
         # the bundle's vocoder and x-vector model: the fine-tune changed neither
         base = OmegaConf.merge(
@@ -183,16 +223,25 @@ def run(cfg: DictConfig, groups: tuple[str, ...]) -> dict:
             },
         )
         conversion["pretrained"] = E.convert(
-            cfg, load_converter(base), utts, train, out / "pretrained", system="pretrained"
+            cfg, load_converter(base), utts + others, train, out / "pretrained", system="pretrained"
         )
 
     scorers = E.Scorers(cfg.metrics, groups)
-    own_text = _transcribe_originals(utts, scorers) if scorers.asr is not None else set()
+    own_text = _transcribe(utts, scorers) if scorers.asr is not None else set()
+    if scorers.asr is not None:
+        _transcribe(others, scorers, side="src")
     columns = [k for k, g in E.COLUMNS.items() if g in groups]
     rows = E.score_utterances(cfg, utts, groups, systems, scorers)
     for row in rows:
         if row["system"] == "target" and row["utt_id"] in own_text:
             row.update({k: M.Score(math.nan, OWN_TRANSCRIPT) for k in ("cer", "wer") if k in row})
+    if others:
+        no_world = tuple(g for g in groups if g not in ("mcd", "f0"))
+        for row in E.score_utterances(cfg, others, no_world, [s for s in systems if s != "target"], scorers):
+            row.update(
+                {k: M.Score(math.nan, NO_REFERENCE) for k, g in E.COLUMNS.items() if g in ("mcd", "f0")}
+            )
+            rows.append({k: v for k, v in row.items() if k not in E.COLUMNS or E.COLUMNS[k] in groups})
     rows += E.failed_rows(failed, chosen, labels, systems, columns)
     settings = E._settings(cfg, groups)
     if "secs" in settings:
@@ -211,7 +260,13 @@ def run(cfg: DictConfig, groups: tuple[str, ...]) -> dict:
             else ""
         ),
     )
-    stats, mels = E.write_report(cfg, out, utts, rows, columns, notes)
+    if others:
+        notes.insert(
+            2,
+            f"other->{speaker}: {len(others)} recording(s) of other speakers (eval.sources); no reference, so no "
+            "MCD or F0; SECS against a held-out original, CER/WER against the ASR transcript of the source.",
+        )
+    stats, mels = E.write_report(cfg, out, utts + others, rows, columns, notes)
     local = Path(str(cfg.ckpt)).expanduser()
     summary = {
         "ckpt": str(cfg.ckpt),
@@ -228,6 +283,7 @@ def run(cfg: DictConfig, groups: tuple[str, ...]) -> dict:
             "scored": len(utts),
             "sources": {k: sum(p.src_spk == k for p in chosen) for k in dm.sources},
             "text_from_asr": len(own_text),
+            "other_sources": len(others),
             "failed": failed,
             "train_overlap": overlap,
         },
