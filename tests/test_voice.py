@@ -531,3 +531,39 @@ def test_eval_scores_held_out_recordings_against_their_sources(voice, voice_bund
     )
     assert bare.returncode == 2 and "Traceback" not in bare.stderr
     assert "records no model.pretrained" in bare.stderr and "eval.pretrained" in bare.stderr
+
+
+def test_eval_without_text_scores_cer_against_the_transcript_of_the_original(
+    voice, voice_bundle, loud_vocoder, tmp_path
+):
+    import csv
+
+    from vc import metrics as M
+    from vc.evaluate import run
+    from vc.evaluate_voice import OWN_TRANSCRIPT
+
+    overrides = [
+        f"ckpt={voice_bundle}",
+        *voice_eval_overrides(voice),
+        f"vocoder={loud_vocoder}",
+        "generation.threshold=3",
+        "generation.maxlenratio=1.0",
+        "metrics.run=[asr]",
+        "max_utterances=1",
+        "data.voice.sources.convert=0",
+        "references.pretrained=false",
+        f"paths.output_dir={tmp_path}",
+    ]
+    summary = run(compose_config("eval", overrides))
+    original = _datamodule(voice.overrides).utterances["test"][0]
+    assert not original.text  # the fixture's recordings have no transcripts
+    expected = M.Transcriber("pocketsphinx", None).transcribe(load_audio(original.path))
+    assert expected and summary["data"]["text_from_asr"] == 1
+    with open(tmp_path / "utterances.csv", newline="") as f:
+        rows = {r["system"]: r for r in csv.DictReader(f)}
+    assert set(rows) == {"source", "converted", "target"}
+    assert {r["text"] for r in rows.values()} == {expected}
+    for system in ("source", "converted"):
+        assert float(rows[system]["cer"]) > 0 and not rows[system]["cer_reason"]
+    # the original against its own transcript would be 0 by construction
+    assert rows["target"]["cer"] == "nan" and rows["target"]["cer_reason"] == OWN_TRANSCRIPT
