@@ -420,6 +420,27 @@ def test_train_end_to_end_and_bundle_converts_without_ref(voice, tmp_path):
     )
     assert infer.returncode == 0, infer.stderr[-2000:]
     assert load_audio(tmp_path / "no_ref.wav").size > 0
+    # eval.py on the trained bundle: the pretrained rows come from the model.pretrained train.py recorded
+    evaluated = subprocess.run(
+        [
+            sys.executable,
+            "eval.py",
+            f"ckpt={bundle}",
+            *voice_eval_overrides(voice),
+            "metrics.run=[mcd]",
+            "max_utterances=1",
+            f"hydra.run.dir={tmp_path}/eval",
+        ],
+        cwd=REPO_ROOT,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    table = (tmp_path / "eval" / "table.md").read_text()
+    assert "| convert->recordings | pretrained (no fine-tune) |" in table
+    assert "| perturb->recordings | converted |" in table
 
 
 # ----------------------------------------------------------------------------- evaluation
