@@ -72,6 +72,23 @@ def tiny_bundle(tiny_models, tmp_path_factory) -> Path:
     return export_bundle(module, tmp_path_factory.mktemp("tiny_bundle") / "bundle", default_speaker=speaker)
 
 
+@pytest.fixture(scope="session")
+def loud_vocoder(tiny_models, tmp_path_factory) -> Path:
+    """The tiny HiFiGAN with its output layer scaled by 1e6: noise peaking around 0.1 instead of 1e-7
+    (WORLD finds a spectrum, so MCD and F0 have values)."""
+    import torch
+
+    from vc.model.pretrained import load_vocoder
+
+    vocoder = load_vocoder(str(tiny_models.vocoder))
+    with torch.no_grad():
+        vocoder.conv_post.weight.mul_(1e6)
+        vocoder.conv_post.bias.mul_(1e6)
+    out = tmp_path_factory.mktemp("loud_vocoder") / "speecht5_hifigan"
+    vocoder.save_pretrained(out)
+    return out
+
+
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

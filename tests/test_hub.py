@@ -181,7 +181,8 @@ def test_card_metadata_is_hub_yaml_and_its_table_is_the_eval_summary(recorded_bu
     shown = [c for c in TABLE if c[1] in results["converted"]]
     assert [c[1] for c in shown] == ["mcd", "f0_rmse_hz", "f0_corr"]
     checked = 0
-    for system, label in SYSTEM_LABELS.items():
+    for system in results:
+        label = SYSTEM_LABELS[system]
         for cell, (_, column, scale, decimals) in zip(rows[label], shown, strict=True):
             entry = results[system][column]
             if entry["n"] == 0:

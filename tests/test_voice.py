@@ -16,6 +16,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import soundfile as sf
+from omegaconf import OmegaConf
 
 from tests.conftest import REPO_ROOT, compose_config, smoke_overrides
 from vc.audio import load_audio, write_wav
@@ -419,14 +420,171 @@ def test_train_end_to_end_and_bundle_converts_without_ref(voice, tmp_path):
     )
     assert infer.returncode == 0, infer.stderr[-2000:]
     assert load_audio(tmp_path / "no_ref.wav").size > 0
-
-
-def test_eval_says_data_voice_is_not_scored_yet(tmp_path):
-    from vc.errors import ConfigError
-    from vc.evaluate import run
-
-    cfg = compose_config(
-        "eval", ["ckpt=unused", "data=voice", f"data.corpus.root={tmp_path}", f"paths.output_dir={tmp_path}"]
+    # eval.py on the trained bundle: the pretrained rows come from the model.pretrained train.py recorded
+    evaluated = subprocess.run(
+        [
+            sys.executable,
+            "eval.py",
+            f"ckpt={bundle}",
+            *voice_eval_overrides(voice),
+            "metrics.run=[mcd]",
+            "max_utterances=1",
+            f"hydra.run.dir={tmp_path}/eval",
+        ],
+        cwd=REPO_ROOT,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
-    with pytest.raises(ConfigError, match="data=voice .* has no evaluation yet"):
-        run(cfg)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    table = (tmp_path / "eval" / "table.md").read_text()
+    assert "| convert->recordings | pretrained (no fine-tune) |" in table
+    assert "| perturb->recordings | converted |" in table
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+@pytest.fixture(scope="module")
+def voice_bundle(voice, tiny_bundle, tmp_path_factory) -> Path:
+    """The tiny bundle, recording the fixture's data=voice training config (model.pretrained: the tiny
+    SpeechT5 of the fixture's cache, which made the converted sources)."""
+    from omegaconf import OmegaConf
+
+    from vc.model.bundle import BUNDLE_FILE
+
+    out = tmp_path_factory.mktemp("voice_bundle") / "bundle"
+    shutil.copytree(tiny_bundle, out)
+    settings = OmegaConf.load(out / BUNDLE_FILE)
+    settings.train_config = OmegaConf.to_container(compose_config("train", voice.overrides), resolve=True)
+    OmegaConf.save(settings, out / BUNDLE_FILE)
+    return out
+
+
+def voice_eval_overrides(voice) -> list[str]:
+    """eval.py's overrides for the fixture's corpus: the training run's data settings, tiny models."""
+    tiny = voice.root / "cache" / "tiny"
+    data = [o for o in voice.overrides if o.startswith(("data", "paths.cache_dir"))]
+    return [*data, f"tiny_models={tiny}", f"data.speaker.source={tiny}/spkrec-xvect", "device=cpu"]
+
+
+def test_eval_scores_held_out_recordings_against_their_sources(voice, voice_bundle, loud_vocoder, tmp_path):
+    """`python eval.py data=voice`: every held-out utterance is the reference of its convert and perturb
+    sources, scored for the bundle and for the pretrained model it started from, in one table."""
+    import csv
+    import json
+    import math
+
+    from vc.model.bundle import BUNDLE_FILE
+
+    run_dir = tmp_path / "eval"
+    others = tmp_path / "others"
+    for k, wav in enumerate(sorted((voice.root / "pool" / "sya").rglob("*.wav"))[:2]):
+        write_wav(others / "sya" / f"{k}.wav", load_audio(wav))
+    args = [
+        f"ckpt={voice_bundle}",
+        *voice_eval_overrides(voice),
+        f"vocoder={loud_vocoder}",
+        "generation.threshold=3",
+        "generation.maxlenratio=1.0",
+        "metrics.run=[mcd,f0,secs]",
+        "max_utterances=2",
+        f"eval.sources={others}",
+        f"hydra.run.dir={run_dir}",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "eval.py", *args],
+        cwd=REPO_ROOT,
+        env={**_env(tmp_path), "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    dm = _datamodule(voice.overrides)
+    held = dm.utterances["test"][:2]
+    with open(run_dir / "utterances.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    systems = ("source", "pretrained", "converted", "target")
+    ids = {f"{u.utt_id}~{kind}0" for u in held for kind in ("cv", "pt")}
+    # both kinds of source of each held-out utterance, each as four systems (no conversion was dropped here)
+    # and other speakers' recordings (eval.sources), with no reference to be the target
+    other_ids = {"other-sya__0", "other-sya__1"}
+    expected = {(i, s) for i in ids for s in systems} | {(i, s) for i in other_ids for s in systems[:3]}
+    assert {(r["utt_id"], r["system"]) for r in rows} == expected
+    assert {r["pair"] for r in rows} == {"convert->recordings", "perturb->recordings", "other->recordings"}
+    for r in rows:
+        assert math.isfinite(float(r["secs"])), r
+        if r["pair"] == "other->recordings":  # no recording of the same words: no MCD
+            assert r["mcd"] == "nan" and r["mcd_reason"].startswith("n/a: another speaker's recording")
+        elif r["system"] == "target":  # the original against itself
+            assert r["mcd"] == "nan" and r["mcd_reason"].startswith("n/a")
+        else:
+            assert math.isfinite(float(r["mcd"])) and float(r["mcd"]) > 0, r
+    # the sources are the ones training made: the cached conversions and epoch 0's perturbation
+    for u in held:
+        wav = load_audio(u.path)
+        written = load_audio(run_dir / "sources" / f"{u.utt_id}~pt0.wav")
+        # equal up to the 16-bit WAV's rounding
+        assert np.allclose(written, dm.perturbed(wav, f"{u.utt_id}~pt0"), atol=2**-15, rtol=0)
+        for system in ("converted", "pretrained"):
+            for name in (f"{u.utt_id}~cv0", f"{u.utt_id}~pt0", *other_ids):
+                assert load_audio(run_dir / system / f"{name}.wav").size > 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    trained = OmegaConf.load(voice_bundle / BUNDLE_FILE).train_config
+    assert summary["pretrained"] == trained.model.pretrained
+    assert summary["data"]["train_overlap"] == {"train": 0, "scored": 2}
+    assert summary["data"]["sources"] == {"convert": 2, "perturb": 2}
+    assert summary["data"]["other_sources"] == 2
+    assert set(summary["results"]["convert->recordings"]) == set(systems)
+    table = (run_dir / "table.md").read_text()
+    assert "| perturb->recordings | pretrained (no fine-tune) |" in table
+    assert f"Pretrained: {trained.model.pretrained} without fine-tune" in table
+    # a model without a training record needs eval.pretrained: one line, exit 2
+    bare = subprocess.run(
+        [sys.executable, "eval.py", *args[1:], f"ckpt={voice.root}/cache/tiny/speecht5_vc"],
+        cwd=REPO_ROOT,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert bare.returncode == 2 and "Traceback" not in bare.stderr
+    assert "records no model.pretrained" in bare.stderr and "eval.pretrained" in bare.stderr
+
+
+def test_eval_without_text_scores_cer_against_the_transcript_of_the_original(
+    voice, voice_bundle, loud_vocoder, tmp_path
+):
+    import csv
+
+    from vc import metrics as M
+    from vc.evaluate import run
+    from vc.evaluate_voice import OWN_TRANSCRIPT
+
+    overrides = [
+        f"ckpt={voice_bundle}",
+        *voice_eval_overrides(voice),
+        f"vocoder={loud_vocoder}",
+        "generation.threshold=3",
+        "generation.maxlenratio=1.0",
+        "metrics.run=[asr]",
+        "max_utterances=1",
+        "data.voice.sources.convert=0",
+        "references.pretrained=false",
+        f"paths.output_dir={tmp_path}",
+    ]
+    summary = run(compose_config("eval", overrides))
+    original = _datamodule(voice.overrides).utterances["test"][0]
+    assert not original.text  # the fixture's recordings have no transcripts
+    expected = M.Transcriber("pocketsphinx", None).transcribe(load_audio(original.path))
+    assert expected and summary["data"]["text_from_asr"] == 1
+    with open(tmp_path / "utterances.csv", newline="") as f:
+        rows = {r["system"]: r for r in csv.DictReader(f)}
+    assert set(rows) == {"source", "converted", "target"}
+    assert {r["text"] for r in rows.values()} == {expected}
+    for system in ("source", "converted"):
+        assert float(rows[system]["cer"]) > 0 and not rows[system]["cer_reason"]
+    # the original against its own transcript would be 0 by construction
+    assert rows["target"]["cer"] == "nan" and rows["target"]["cer_reason"] == OWN_TRANSCRIPT

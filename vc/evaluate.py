@@ -33,7 +33,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -54,8 +54,14 @@ from vc.settings import METRIC_GROUPS, check
 
 log = logging.getLogger(__name__)
 
-SYSTEMS = ("source", "converted", "target")
-SYSTEM_LABELS = {"source": "source (floor)", "converted": "converted", "target": "target (ceiling)"}
+# pretrained: data=voice only (vc.evaluate_voice), the model the bundle was fine-tuned from
+SYSTEMS = ("source", "pretrained", "converted", "target")
+SYSTEM_LABELS = {
+    "source": "source (floor)",
+    "pretrained": "pretrained (no fine-tune)",
+    "converted": "converted",
+    "target": "target (ceiling)",
+}
 # CSV metric columns, each with the metrics.run entry that computes it
 COLUMNS = {
     "mcd": "mcd",
@@ -90,6 +96,7 @@ class Utterance:
     """One scored pair: its audio as (T,) float32 at 16 kHz, and the conversion once it is done.
 
     ``other`` is another recording of the target speaker (the ceiling's SECS), None if there is none.
+    ``pretrained`` is the conversion by the model without fine-tune (data=voice only).
     """
 
     pair: Pair
@@ -98,11 +105,17 @@ class Utterance:
     tgt: np.ndarray
     other: np.ndarray | None = None
     converted: np.ndarray | None = None
-    stop_reason: str = ""
+    pretrained: np.ndarray | None = None
+    stop_reasons: dict[str, str] = field(default_factory=dict)
 
     def audio(self, system: str) -> np.ndarray:
-        """The audio a system is scored on: the conversion, the source or the target recording."""
-        return {"converted": self.converted, "source": self.src, "target": self.tgt}[system]
+        """The audio a system is scored on: a conversion, the source or the target recording."""
+        return {
+            "converted": self.converted,
+            "pretrained": self.pretrained,
+            "source": self.src,
+            "target": self.tgt,
+        }[system]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -121,9 +134,9 @@ def _groups(cfg: DictConfig) -> tuple[str, ...]:
     return tuple(g for g in METRIC_GROUPS if g in cfg.metrics.run)
 
 
-def _systems(cfg: DictConfig) -> list[str]:
-    """``converted`` and the reference systems ``cfg.references`` asks for, in table order."""
-    return [s for s in SYSTEMS if s == "converted" or cfg.references.get(s)]
+def _systems(cfg: DictConfig, references: Sequence[str] = ("source", "target")) -> list[str]:
+    """``converted`` and those of ``references`` that ``cfg.references`` asks for, in table order."""
+    return [s for s in SYSTEMS if s == "converted" or (s in references and cfg.references.get(s))]
 
 
 def _label(pair: Pair, src_name: str, tgt_name: str) -> str:
@@ -245,8 +258,16 @@ def load_utterances(
 # Conversion
 
 
-def convert(cfg: DictConfig, converter, utts: list[Utterance], train: Sequence[Pair], out_dir: Path) -> dict:
-    """Convert every utterance (batches of ``converter.batch_size``) and write ``out_dir/<utt_id>.wav``.
+def convert(
+    cfg: DictConfig,
+    converter,
+    utts: list[Utterance],
+    train: Sequence[Pair],
+    out_dir: Path,
+    system: str = "converted",
+) -> dict:
+    """Convert every utterance (batches of ``converter.batch_size``) and write ``out_dir/<utt_id>.wav``;
+    the result is the utterance's ``system`` audio (converted, or pretrained).
 
     The target voice follows ``cfg.speaker`` (see conf/eval.yaml). Returns audio and wall seconds,
     the real-time factor and how many outputs ran to the length limit.
@@ -256,7 +277,8 @@ def convert(cfg: DictConfig, converter, utts: list[Utterance], train: Sequence[P
         # average: one x-vector per target speaker, so batches stay within a speaker
         groups.setdefault(utt.pair.tgt_spk if cfg.speaker == "average" else "", []).append(utt)
     start, audio_seconds, runaway = time.perf_counter(), 0.0, 0
-    with logging_redirect_tqdm(), tqdm(total=len(utts), unit="utt", desc="converting", disable=None) as bar:
+    progress = {"total": len(utts), "unit": "utt", "desc": f"converting ({system})", "disable": None}
+    with logging_redirect_tqdm(), tqdm(**progress) as bar:
         for spk, members in groups.items():
             if cfg.speaker == "average":
                 clips = [str(p.ref_path or p.tgt_path) for p in train if p.tgt_spk == spk]
@@ -276,7 +298,8 @@ def convert(cfg: DictConfig, converter, utts: list[Utterance], train: Sequence[P
                     [u.src for u in batch], names=[u.pair.utt_id for u in batch], **condition
                 )
                 for utt, result in zip(batch, results, strict=True):
-                    utt.converted, utt.stop_reason = result.wav, result.meta["stop_reason"]
+                    setattr(utt, system, result.wav)
+                    utt.stop_reasons[system] = result.meta["stop_reason"]
                     write_wav(out_dir / f"{utt.pair.utt_id}.wav", result.wav, result.sample_rate)
                     audio_seconds += result.meta["src_seconds"]
                     runaway += result.meta["stop_reason"] == "max_length"
@@ -357,10 +380,17 @@ class Scorers:
         return {"cer": M.cer(text, transcript), "wer": M.wer(text, transcript), "transcript": transcript}
 
 
-def score_utterances(cfg: DictConfig, utts: list[Utterance], groups: Sequence[str]) -> list[dict]:
+def score_utterances(
+    cfg: DictConfig,
+    utts: list[Utterance],
+    groups: Sequence[str],
+    systems: Sequence[str] | None = None,
+    scorers: Scorers | None = None,
+) -> list[dict]:
     """Rows ``{utt_id, pair, system, text, transcript, seconds, stop_reason, <metric>: Score}`` for
-    each utterance and system (converted, and the references cfg.references asks for)."""
-    systems = _systems(cfg)
+    each utterance and system (default: converted, and the references cfg.references asks for);
+    ``scorers``: already loaded ones (default: loaded here)."""
+    systems = systems or _systems(cfg)
     world_systems = [s for s in systems if s != "target"]
     world: dict[tuple[str, str], dict] = {}
     if {"mcd", "f0"} & set(groups):
@@ -368,7 +398,7 @@ def score_utterances(cfg: DictConfig, utts: list[Utterance], groups: Sequence[st
         jobs = [(u.tgt, u.audio(s)) for u in utts for s in world_systems]
         f0_range = tuple(float(x) for x in cfg.metrics.f0_range)
         world = dict(zip(keys, world_scores(jobs, f0_range, int(cfg.metrics.num_workers)), strict=True))
-    scorers = Scorers(cfg.metrics, groups)
+    scorers = scorers or Scorers(cfg.metrics, groups)
     rows = []
     for utt in tqdm(utts, unit="utt", desc="SECS / ASR / DNSMOS", disable=None):
         for system in systems:
@@ -379,7 +409,7 @@ def score_utterances(cfg: DictConfig, utts: list[Utterance], groups: Sequence[st
                 "text": utt.pair.text,
                 "transcript": "",
                 "seconds": len(utt.audio(system)) / SAMPLE_RATE,
-                "stop_reason": utt.stop_reason if system == "converted" else "",
+                "stop_reason": utt.stop_reasons.get(system, ""),
             }
             if system == "target":
                 row.update(
@@ -618,10 +648,9 @@ def run(cfg: DictConfig) -> dict:
     groups = _groups(cfg)
     out = Path(cfg.paths.output_dir)
     if str(cfg.data.get("_target_", "")).endswith("VoiceDataModule"):
-        raise ConfigError(
-            "eval.py scores parallel corpora only; data=voice (one speaker's recordings) has no evaluation yet. "
-            "Score a parallel corpus (data=arctic, data=manifest), or listen to infer.py's output."
-        )
+        from vc.evaluate_voice import run as run_voice
+
+        return run_voice(cfg, groups)
     # the model first: a wrong ckpt is reported before any corpus download or feature work
     converter = load_converter(cfg)
     corpus = instantiate(cfg.data.corpus, _convert_="object")
@@ -640,15 +669,9 @@ def run(cfg: DictConfig) -> dict:
     conversion = convert(cfg, converter, utts, splits.train, out / "converted")
     columns = [k for k, g in COLUMNS.items() if g in groups]
     rows = score_utterances(cfg, utts, groups) + failed_rows(failed, chosen, labels, _systems(cfg), columns)
-    stats = statistics(rows, columns)
     settings = _settings(cfg, groups)
-
-    out.mkdir(parents=True, exist_ok=True)
-    write_csv(out / "utterances.csv", rows, columns)
-    (out / "table.md").write_text(markdown_table(stats, columns, table_notes(cfg.split, len(utts), settings)))
-    (out / "plots").mkdir(exist_ok=True)
-    plots.save(distributions_figure(rows, columns), out / "plots" / "metrics.png")
-    mels = mel_pictures(utts, rows, cfg.audio, out / "plots")
+    notes = table_notes(cfg.split, len(utts), settings)
+    stats, mels = write_report(cfg, out, utts, rows, columns, notes)
     local = Path(str(cfg.ckpt)).expanduser()
     summary = {
         "ckpt": str(cfg.ckpt),
@@ -674,6 +697,29 @@ def run(cfg: DictConfig) -> dict:
         "mel_pictures": mels,
         "results": stats,
     }
+    return write_summary(out, summary)
+
+
+def write_report(
+    cfg: DictConfig,
+    out: Path,
+    utts: list[Utterance],
+    rows: list[dict],
+    columns: Sequence[str],
+    notes: list[str],
+) -> tuple[dict, dict]:
+    """utterances.csv, table.md (with ``notes`` under it) and the plots -> ``(statistics, mel pictures)``."""
+    stats = statistics(rows, columns)
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(out / "utterances.csv", rows, columns)
+    (out / "table.md").write_text(markdown_table(stats, columns, notes))
+    (out / "plots").mkdir(exist_ok=True)
+    plots.save(distributions_figure(rows, columns), out / "plots" / "metrics.png")
+    return stats, mel_pictures(utts, rows, cfg.audio, out / "plots")
+
+
+def write_summary(out: Path, summary: dict) -> dict:
+    """``out/summary.json``; logs the table. Returns ``summary``."""
     (out / "summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False))
     log.info("results in %s:\n%s", out, (out / "table.md").read_text())
     return summary

@@ -219,6 +219,11 @@ RULES: dict[str, dict[str, Rule]] = {
         "metrics.asr.model": path("an ASR model folder or hub id", null="the backend's default"),
         "references.source": flag(),
         "references.target": flag(),
+        "references.pretrained": flag(),
+        "eval.pretrained": path(
+            "a SpeechT5 hub id or folder (data=voice)", null="the bundle's record of model.pretrained"
+        ),
+        "eval.sources": path("a folder of other speakers' recordings (data=voice)", null="none"),
     },
 }
 

@@ -560,6 +560,30 @@ class VoiceDataModule(VCDataModule):
         seed = int(self.split_cfg.get("seed", 0))
         return cls(ds.tgt_lengths, self.batch_size, shuffle=True, seed=seed, rank=rank, world_size=world)
 
+    def eval_pairs(self, split: str = "test") -> tuple[list[Pair], dict[str, list[Utterance]]]:
+        """The source pairs of ``split``'s utterances, as training makes them -> ``(pairs, utterances by split)``.
+
+        Needs no :meth:`setup`: converted sources missing from the cache are made first (the
+        pretrained model is loaded only then). A perturbed pair's ``src_path`` is the original:
+        :meth:`perturbed` gives its source.
+        """
+        found = self.corpus.load()
+        parts = split_recordings(found.utterances, **self.split_cfg)
+        converted = {}
+        if self.sources["convert"]:
+            sources = self._converter_sources()
+            sources.build(parts[split], train=parts["train"])
+            converted = sources.lookup(parts[split], train=parts["train"])
+        return self._pairs(parts[split], converted), parts
+
+    def perturbed(self, wav: np.ndarray, pair_id: str) -> np.ndarray:
+        """The perturbed source of pair ``pair_id`` (``<utt_id>~pt<j>``) that validation sees (epoch 0),
+        from its original ``wav`` ((T,) float32 at ``audio.sample_rate``)."""
+        from vc.data.perturb import perturb, perturb_rng
+
+        rng = perturb_rng(int(self.split_cfg.get("seed", 0)), 0, pair_id)
+        return perturb(wav, int(self.audio["sample_rate"]), rng, self.perturb_settings)[0]
+
     def held_out(self, split: str = "test") -> list[Utterance]:
         """The utterances of ``split`` (after :meth:`setup`): originals of held-out recordings."""
         return self.utterances.get(split, [])
