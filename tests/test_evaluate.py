@@ -303,7 +303,7 @@ def test_a_missing_ckpt_is_reported_before_the_corpus_is_downloaded(tmp_path):
         ("split=dev", "split=dev: use test, val or train"),
         ("speaker=mean", "speaker=mean: use average, utterance or default"),
         ("ckpt=???", "ckpt is required"),
-        ("ckpt=", "ckpt is required"),  # ckpt=$UNSET_VARIABLE in a shell
+        ("ckpt=", "ckpt='': use a bundle folder"),  # ckpt=$UNSET_VARIABLE in a shell
     ],
 )
 def test_bad_settings_name_the_key_and_the_choices(override, message, tmp_path):

@@ -125,11 +125,6 @@ class Utterance:
 def _groups(cfg: DictConfig) -> tuple[str, ...]:
     """The settings checked before any work (:func:`vc.settings.check`) -> the metric groups of
     ``metrics.run``, in :data:`~vc.settings.METRIC_GROUPS` order."""
-    if OmegaConf.is_missing(cfg, "ckpt") or not str(cfg.ckpt or "").strip():  # ckpt=$UNSET_VARIABLE
-        raise ConfigError(
-            "ckpt is required: the model to evaluate, as a bundle folder (train.py writes "
-            "outputs/train/runs/<time>/bundle), a Lightning .ckpt or a hub id, e.g. ckpt=path/to/bundle."
-        )
     check(cfg, "eval")
     return tuple(g for g in METRIC_GROUPS if g in cfg.metrics.run)
 
