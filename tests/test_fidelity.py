@@ -264,6 +264,7 @@ def test_full_size_architecture_trains_validates_at_the_limit_and_converts(tmp_p
         speaker_encoder=str(tiny_models.xvector),
         generation={"threshold": 10.0, "minlenratio": 0.0, "maxlenratio": 20.0},
         scheduler={},
+        audio=OmegaConf.to_container(compose_config("train", []).audio, resolve=True),
     )
     assert module.model.config.max_speech_positions == 1876 and module.model.config.encoder_layers == 12
     rng = np.random.default_rng(0)
