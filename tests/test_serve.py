@@ -440,7 +440,7 @@ def test_endpoint_on_the_tiny_bundle(tiny_converter):
         assert call(url, b"{oops")[0] == 400
         # the request's bound against the bundle's own (maxlenratio 2): refused, naming both
         status, reply = call(url, tiny_body(parameters={"minlenratio": 5}))
-        assert status == 400 and "minlenratio=5 is above generation.maxlenratio=2" in reply["error"]
+        assert status == 400 and "minlenratio=5.0 is above generation.maxlenratio=2.0" in reply["error"]
         with ThreadPoolExecutor(6) as pool:
             results = list(pool.map(lambda _: call(url, tiny_body()), range(6)))
         assert [status for status, _ in results] == [200] * 6
